@@ -1,0 +1,56 @@
+"""The Decision value: what a limit answered for one request."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ratekeeper._rates import Policy, Rate
+
+__all__ = ["Decision"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one request against a limit.
+
+    ``remaining`` is the number of units still available after this decision (for
+    :meth:`~ratekeeper.Limiter.peek`, the units available now). ``retry_after`` is 0.0 when
+    the request was admitted at once, the time to wait when it was admitted by reservation,
+    the time until the same cost would be admitted when refused, and ``math.inf`` when the
+    cost exceeds what the policy can ever admit. ``reset_after`` is the time until the key
+    is back to full capacity. ``rate`` is the binding rate: the one that refused, or the one
+    with the least room. ``shadow`` is true when the policy only observes (``mode="shadow"``):
+    then a refusal is reported but not enforced.
+    """
+
+    allowed: bool
+    limit_name: str
+    key: str
+    remaining: int
+    retry_after: float
+    reset_after: float
+    cost: int
+    policy: Policy
+    rate: Rate
+    shadow: bool = False
+
+    def describe(self) -> str:
+        """A sentence for logs and exception messages."""
+        who = f"limit {self.limit_name!r}" + (f" (key {self.key!r})" if self.key else "")
+        if self.allowed:
+            if self.retry_after > 0:
+                return f"{who} admitted cost {self.cost} after a wait of {self.retry_after:.3f} s"
+            return f"{who} admitted cost {self.cost}; {self.remaining} remaining"
+        if math.isinf(self.retry_after):
+            capacity = self.policy.burst if self.policy.burst is not None else self.rate.amount
+            if self.rate is not self.policy.rates[0]:
+                capacity = self.rate.amount
+            return (
+                f"{who} can never admit cost {self.cost}: it exceeds the capacity {capacity} "
+                f"of {self.rate} ({self.policy.algorithm})"
+            )
+        return (
+            f"{who} refused cost {self.cost} at {self.rate} ({self.policy.algorithm}); "
+            f"retry after {self.retry_after:.3f} s"
+        )

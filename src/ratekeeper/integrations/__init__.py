@@ -1,0 +1,5 @@
+"""Integrations of ratekeeper with other libraries, one module each.
+
+``ratekeeper.integrations.boto3`` wraps boto3 clients, sessions and resources. Importing
+this package imports none of them: each module needs its own extra (``ratekeeper[boto3]``).
+"""

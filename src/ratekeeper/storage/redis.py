@@ -1,0 +1,331 @@
+"""RedisStorage and AsyncRedisStorage: one exact limit shared by many processes and hosts.
+
+Each decision is one ``EVALSHA`` of the package's Lua script, which decides every rate of
+the policy on the server, against the server's clock, and writes only when the request is
+admitted. A script missing from the server's cache (restart, failover, ``SCRIPT FLUSH``)
+is loaded and the call retried once, which is safe because the script did not run; any
+other failure is never retried, since a timed-out script may have run. Everything except
+the client calls lives in the sans-I/O core (:mod:`ratekeeper.storage._redis_core`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+try:
+    import redis
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - exercised without the extra installed
+    raise ImportError(
+        "the Redis storage needs the redis package: pip install 'ratekeeper[redis]'"
+    ) from exc
+
+from ratekeeper._algorithms import BoundLimit, Outcome
+from ratekeeper.exceptions import ConfigError
+from ratekeeper.storage._redis_core import SCRIPT, OnStorageError, RedisCore
+
+__all__ = ["AsyncRedisStorage", "RedisStorage"]
+
+# What counts as "Redis could not decide": connection and timeout errors, error replies
+# (OOM, READONLY, BUSY...) and the cluster client's own errors.
+_FAILURES = (RedisError, RedisClusterException)
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_RETRY_OPTIONS = ("retry", "retry_on_timeout", "retry_on_error", "cluster_error_retry_attempts")
+
+
+def _client_options(
+    url: str,
+    cluster: bool | None,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    options: dict[str, Any],
+) -> tuple[str, bool, dict[str, Any]]:
+    """The URL redis-py understands, whether it names a cluster, and the client options."""
+    for name in _RETRY_OPTIONS:
+        if name in options:
+            raise ConfigError(
+                f"{name}= is not accepted: a decision is never retried, because a script "
+                "that timed out may have run"
+            )
+    scheme, sep, rest = url.partition("://")
+    plain = _CLUSTER_SCHEMES.get(scheme.lower())
+    if plain is not None:
+        if cluster is False:
+            raise ConfigError(f"cluster=False contradicts the URL scheme {scheme}://")
+        url, cluster = plain + sep + rest, True
+    options = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+        **options,
+    }
+    return url, bool(cluster), options
+
+
+class RedisStorage(RedisCore):
+    """Counting state in Redis, shared by every process and host that uses the same server.
+
+    ``client`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster``; :meth:`from_url`
+    builds one with short timeouts and no retries. The time is the server's ``TIME``
+    unless ``clock`` (seconds, e.g. a :class:`~ratekeeper.testing.ManualClock`) is given.
+    ``prefix`` starts every key, so applications can share a server. When Redis fails,
+    ``on_storage_error`` decides: ``"raise"`` a :class:`~ratekeeper.StorageError`,
+    ``"allow"``, ``"deny"``, or ``"local"`` (decide in this process's memory); then for
+    ``retry_interval`` seconds no call touches Redis, and the next one probes it.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | redis.cluster.RedisCluster,
+        *,
+        prefix: str = "ratekeeper",
+        clock: Callable[[], float] | None = None,
+        on_storage_error: OnStorageError = "raise",
+        retry_interval: float = 1.0,
+    ) -> None:
+        super().__init__(
+            prefix=prefix,
+            clock=clock,
+            on_storage_error=on_storage_error,
+            retry_interval=retry_interval,
+        )
+        self._client: Any = client
+        self._execute: Callable[..., Any] = client.execute_command
+        self._owned = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        cluster: bool | None = None,
+        prefix: str = "ratekeeper",
+        clock: Callable[[], float] | None = None,
+        on_storage_error: OnStorageError = "raise",
+        retry_interval: float = 1.0,
+        socket_timeout: float = 0.25,
+        socket_connect_timeout: float = 0.25,
+        **options: Any,
+    ) -> RedisStorage:
+        """A storage with its own client for ``url`` (``redis://``, ``rediss://``, or
+        ``redis+cluster://`` / ``cluster=True`` for a Redis Cluster).
+
+        The client has 0.25 s socket and connect timeouts and no retries; ``options`` go
+        to redis-py's ``from_url`` (``max_connections=``, ``ssl_ca_certs=``, ...).
+        """
+        url, is_cluster, kwargs = _client_options(
+            url, cluster, socket_timeout, socket_connect_timeout, options
+        )
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+        client: Any
+        if is_cluster:
+            # RedisCluster reads the topology when it is built, so build it at the first
+            # decision: a cluster that is down then goes through the failure policy.
+            client = _LazyCluster(lambda: redis.cluster.RedisCluster.from_url(url, **kwargs))
+        else:
+            client = redis.Redis.from_url(url, **kwargs)
+        storage = cls(
+            client,
+            prefix=prefix,
+            clock=clock,
+            on_storage_error=on_storage_error,
+            retry_interval=retry_interval,
+        )
+        storage._owned = True
+        return storage
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client this storage talks to."""
+        client = self._client
+        return client.client() if isinstance(client, _LazyCluster) else client
+
+    def decide(
+        self, limit: BoundLimit, key: str, cost: int, max_wait_us: int = 0, commit: bool = True
+    ) -> Outcome:
+        """Apply ``limit`` to ``key`` in one round trip; see :class:`~ratekeeper.Storage`."""
+        if self._open_until is not None and self._skip():
+            return self._degraded(limit, key, cost, max_wait_us, commit, None)
+        command = self._command(limit, key, cost, max_wait_us, commit)
+        try:
+            try:
+                reply = self._execute(*command)
+            except NoScriptError:
+                self._client.script_load(SCRIPT)
+                reply = self._execute(*command)
+        except _FAILURES as error:
+            self._trip(error)
+            return self._degraded(limit, key, cost, max_wait_us, commit, error)
+        if self._open_until is not None:
+            self._recovered()
+        return (reply[0] == 1, None, reply[1], reply[2], reply[3], reply[4])
+
+    def reset(self, limit: BoundLimit, key: str) -> None:
+        """Forget the state of ``key`` under every rate of ``limit``."""
+        self._reset_fallback(limit, key)
+        if self._open_until is not None and self._skip():
+            self._reset_failed(None)
+            return
+        try:
+            self._execute(*self._reset_command(limit, key))
+        except _FAILURES as error:
+            self._trip(error)
+            self._reset_failed(error)
+            return
+        if self._open_until is not None:
+            self._recovered()
+
+    def close(self) -> None:
+        """Close the client if :meth:`from_url` made it; a client passed in is the caller's."""
+        if self._owned:
+            self._client.close()
+
+    def __enter__(self) -> RedisStorage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncRedisStorage(RedisCore):
+    """The asyncio twin of :class:`RedisStorage`, for :class:`~ratekeeper.AsyncLimiter`.
+
+    ``client`` is a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``;
+    everything else is as in :class:`RedisStorage`.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
+        *,
+        prefix: str = "ratekeeper",
+        clock: Callable[[], float] | None = None,
+        on_storage_error: OnStorageError = "raise",
+        retry_interval: float = 1.0,
+    ) -> None:
+        super().__init__(
+            prefix=prefix,
+            clock=clock,
+            on_storage_error=on_storage_error,
+            retry_interval=retry_interval,
+        )
+        self._client: Any = client
+        self._execute: Callable[..., Any] = client.execute_command
+        self._owned = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        cluster: bool | None = None,
+        prefix: str = "ratekeeper",
+        clock: Callable[[], float] | None = None,
+        on_storage_error: OnStorageError = "raise",
+        retry_interval: float = 1.0,
+        socket_timeout: float = 0.25,
+        socket_connect_timeout: float = 0.25,
+        **options: Any,
+    ) -> AsyncRedisStorage:
+        """A storage with its own asyncio client for ``url``; see
+        :meth:`RedisStorage.from_url`. The client connects at the first decision."""
+        url, is_cluster, kwargs = _client_options(
+            url, cluster, socket_timeout, socket_connect_timeout, options
+        )
+        kwargs["retry"] = AsyncRetry(NoBackoff(), 0)
+        client: Any
+        if is_cluster:
+            client = redis.asyncio.cluster.RedisCluster.from_url(url, **kwargs)
+        else:
+            client = redis.asyncio.Redis.from_url(url, **kwargs)
+        storage = cls(
+            client,
+            prefix=prefix,
+            clock=clock,
+            on_storage_error=on_storage_error,
+            retry_interval=retry_interval,
+        )
+        storage._owned = True
+        return storage
+
+    @property
+    def client(self) -> Any:
+        """The redis-py asyncio client this storage talks to."""
+        return self._client
+
+    async def decide(
+        self, limit: BoundLimit, key: str, cost: int, max_wait_us: int = 0, commit: bool = True
+    ) -> Outcome:
+        """Apply ``limit`` to ``key`` in one round trip; see :class:`~ratekeeper.AsyncStorage`."""
+        if self._open_until is not None and self._skip():
+            return self._degraded(limit, key, cost, max_wait_us, commit, None)
+        command = self._command(limit, key, cost, max_wait_us, commit)
+        try:
+            try:
+                reply = await self._execute(*command)
+            except NoScriptError:
+                await self._client.script_load(SCRIPT)
+                reply = await self._execute(*command)
+        except _FAILURES as error:
+            self._trip(error)
+            return self._degraded(limit, key, cost, max_wait_us, commit, error)
+        if self._open_until is not None:
+            self._recovered()
+        return (reply[0] == 1, None, reply[1], reply[2], reply[3], reply[4])
+
+    async def reset(self, limit: BoundLimit, key: str) -> None:
+        """Forget the state of ``key`` under every rate of ``limit``."""
+        self._reset_fallback(limit, key)
+        if self._open_until is not None and self._skip():
+            self._reset_failed(None)
+            return
+        try:
+            await self._execute(*self._reset_command(limit, key))
+        except _FAILURES as error:
+            self._trip(error)
+            self._reset_failed(error)
+            return
+        if self._open_until is not None:
+            self._recovered()
+
+    async def aclose(self) -> None:
+        """Close the client if :meth:`from_url` made it; a client passed in is the caller's."""
+        if self._owned:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> AsyncRedisStorage:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class _LazyCluster:
+    """A sync RedisCluster built at its first command (building one reads the topology)."""
+
+    __slots__ = ("_client", "_factory")
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._client: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._factory()
+        return self._client
+
+    def execute_command(self, *args: Any) -> Any:
+        return self.client().execute_command(*args)
+
+    def script_load(self, script: str) -> Any:
+        return self.client().script_load(script)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

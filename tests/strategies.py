@@ -1,0 +1,101 @@
+"""Hypothesis strategies for the core suite: rates in the grammar, policies, timed requests."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from ratekeeper import Policy, Rate
+from ratekeeper._rates import Algorithm
+
+ALGORITHMS: tuple[Algorithm, ...] = get_args(Algorithm)
+
+# Unit names of the rate grammar and their length in seconds (a month is 30 days, a year
+# 12 months, as in the `limits` package).
+UNITS: dict[str, int] = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "month": 30 * 86400,
+    "year": 12 * 30 * 86400,
+}
+
+# Property tests simulate long request sequences; a fixed deadline would only measure the
+# machine. Example counts stay modest so the whole suite runs in seconds.
+SIMULATION = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+Event = tuple[int, int]  # (microseconds since the previous request, cost)
+
+
+@st.composite
+def grammar_rates(draw: st.DrawFn) -> Rate:
+    """A rate the grammar can spell: amount 1..10**6 per 1..100 of a unit (second..year)."""
+    amount = draw(st.integers(1, 10**6))
+    unit = draw(st.sampled_from(sorted(UNITS)))
+    multiples = draw(st.integers(1, 100))
+    return Rate(amount, float(multiples * UNITS[unit]))
+
+
+@st.composite
+def rate_texts(draw: st.DrawFn) -> tuple[str, Rate]:
+    """A rate string in one of the grammar's spellings, with the rate it means."""
+    amount = draw(st.integers(1, 10**6))
+    unit = draw(st.sampled_from(sorted(UNITS)))
+    multiples = draw(st.integers(1, 100))
+    joiner = draw(st.sampled_from(["/", " / ", " per "]))
+    period = unit if multiples == 1 and draw(st.booleans()) else f"{multiples} {unit}s"
+    return f"{amount}{joiner}{period}", Rate(amount, float(multiples * UNITS[unit]))
+
+
+@st.composite
+def small_rates(draw: st.DrawFn) -> Rate:
+    """A rate small enough to be exhausted in a short simulated sequence."""
+    amount = draw(st.integers(1, 12))
+    period_us = draw(
+        st.one_of(
+            st.sampled_from([1_000, 60_000, 1_000_000, 7_000_003]),
+            st.integers(1, 5_000_000),
+        )
+    )
+    return Rate(amount, period_us / 1_000_000)
+
+
+@st.composite
+def single_policies(draw: st.DrawFn, algorithm: Algorithm | None = None) -> Policy:
+    """A one-rate policy of ``algorithm`` (any when None), with a burst now and then."""
+    chosen = algorithm if algorithm is not None else draw(st.sampled_from(ALGORITHMS))
+    rate = draw(small_rates())
+    burst = None
+    if chosen == "token-bucket" and draw(st.booleans()):
+        burst = draw(st.integers(1, 12))
+    return Policy((rate,), algorithm=chosen, burst=burst)
+
+
+@st.composite
+def multi_policies(draw: st.DrawFn, algorithm: Algorithm | None = None) -> Policy:
+    """A policy of two or three rates with distinct periods."""
+    chosen = algorithm if algorithm is not None else draw(st.sampled_from(ALGORITHMS))
+    rates = draw(
+        st.lists(small_rates(), min_size=2, max_size=3, unique_by=lambda rate: rate.period_us)
+    )
+    return Policy(tuple(rates), algorithm=chosen)
+
+
+@st.composite
+def timelines(draw: st.DrawFn, period_us: int, max_cost: int) -> list[Event]:
+    """Requests spaced from bursts (dt 0) to gaps longer than the period, cost 1..max_cost."""
+    gaps = st.one_of(
+        st.just(0),
+        st.integers(0, max(1, period_us // 8)),
+        st.integers(0, 3 * period_us),
+    )
+    return draw(
+        st.lists(st.tuples(gaps, st.integers(1, max(1, max_cost))), min_size=1, max_size=60)
+    )
+
+
+starts = st.one_of(st.just(0), st.integers(0, 10**12))
+"""Where a simulation's clock starts, in microseconds (windows are aligned to zero)."""
