@@ -1,19 +1,28 @@
 """The in-memory hot path, side by side with the peers, in one process and one run.
 
     python benchmarks/bench_hotpath.py [--quick] [--markdown FILE] [--repeats N]
+                                       [--redis-url URL]
 
 Prints the machine, then a Markdown table of nanoseconds per call (median of interleaved
 repeats, nothing subtracted) with ratios to a bare function call and to ratekeeper's
 decorated call (the default algorithm, sliding-window), then the ratios the performance
 contract sets targets for. Every limit is huge, so every call is admitted, except in the
 rows marked "denied". ``--quick`` is a smoke run for CI: its numbers mean little.
+
+The named-limit rows read their policy from a DictSource, a FileSource and a RedisSource
+(counting in memory): the price of a mutable source on the hot path. The RedisSource row
+uses ``--redis-url``, or else a throwaway redis-server started for the run when one is on
+PATH; without either the row is left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +36,7 @@ import token_bucket
 
 import ratekeeper
 from _timing import Case, Result, machine, markdown_table, measure
-from ratekeeper import DictSource, Limiter, Policy, Rate
+from ratekeeper import ChainSource, DictSource, EnvSource, FileSource, Limiter, Policy, Rate
 
 Algorithm = Literal["fixed-window", "sliding-window", "sliding-log", "token-bucket"]
 ALGORITHMS: tuple[Algorithm, ...] = (
@@ -49,6 +58,8 @@ REFERENCE = "ratekeeper @limit sliding-window"
 RATELIMIT = "ratelimit @limits"
 LIMITS_FIXED = "limits FixedWindowRateLimiter.hit"
 LIMITS_MOVING = "limits MovingWindowRateLimiter.hit"
+NAMED = "ratekeeper Limiter.limit(name) via "
+SOURCES = ("DictSource", "FileSource", "RedisSource", "ChainSource")
 PACKAGES = ("ratekeeper", "limits", "pyrate-limiter", "throttled-py", "ratelimit", "token-bucket")
 
 NOTES = (
@@ -66,6 +77,11 @@ NOTES = (
     "holds fewer items than the limit, so its admitted call does not grow with the log.",
     "Denied rows: a limit of 1/day, hit once before timing. Limiter.hit builds a "
     "Decision each time; limits' hit returns a bool.",
+    f"{NAMED}...: the policy is read from that source (counting in memory); FileSource and "
+    "RedisSource look for changes from their own thread every second, so a call reads one "
+    "attribute, as with DictSource. ChainSource is EnvSource over FileSource over a "
+    "DictSource of defaults. The DictSource row runs the very code of the literal "
+    "@limit, so its distance from 1.00x shows the noise of the run.",
 )
 
 
@@ -83,13 +99,7 @@ def ratekeeper_cases() -> list[Case]:
         cases.append(Case(f"ratekeeper @limit {algorithm}", "call()", {"call": decorated}))
 
     named = Limiter(DictSource({"bench.named": HUGE}))
-    cases.append(
-        Case(
-            "ratekeeper Limiter.limit(name) via DictSource",
-            "call()",
-            {"call": named.limit("bench.named")(work)},
-        )
-    )
+    cases.append(Case(f"{NAMED}DictSource", "call()", {"call": named.limit("bench.named")(work)}))
 
     admitted = Limiter(
         DictSource(
@@ -119,6 +129,47 @@ def ratekeeper_cases() -> list[Case]:
                 )
             )
     return cases
+
+
+def source_cases(resources: ExitStack, redis_url: str | None) -> list[Case]:
+    """Named limits read from a file and from a Redis hash (counting in memory)."""
+    directory = resources.enter_context(tempfile.TemporaryDirectory())
+    path = Path(directory, "ratelimits.toml")
+    path.write_text(f'[limits]\n"bench.named" = "{HUGE}"\n', encoding="utf-8")
+    file_source = FileSource(path)
+    resources.callback(file_source.close)  # before the directory goes
+    from_file = Limiter(file_source)
+    cases = [Case(f"{NAMED}FileSource", "call()", {"call": from_file.limit("bench.named")(work)})]
+    # The usual production chain: environment over file over code defaults.
+    env = EnvSource(environ={})
+    resources.callback(env.close)
+    chain = ChainSource(env, file_source, DictSource({"*": "1/second"}))
+    through_chain = Limiter(chain).limit("bench.named")(work)
+    cases.append(Case(f"{NAMED}ChainSource", "call()", {"call": through_chain}))
+    url = redis_url or _throwaway_redis(resources)
+    if url is not None:
+        from ratekeeper import RedisSource
+
+        source = resources.enter_context(RedisSource.from_url(url, key="bench:limits"))
+        source.set("bench.named", HUGE)
+        from_redis = Limiter(source)
+        call = from_redis.limit("bench.named")(work)
+        call()
+        cases.append(Case(f"{NAMED}RedisSource", "call()", {"call": call}))
+    return cases
+
+
+def _throwaway_redis(resources: ExitStack) -> str | None:
+    """A redis-server for this run only (stopped by its pid at exit), if one is on PATH."""
+    if shutil.which("redis-server") is None:
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.servers import start_redis
+
+    server = start_redis()
+    resources.callback(shutil.rmtree, server.directory, ignore_errors=True)
+    resources.callback(server.stop)
+    return server.url
 
 
 def limits_cases(quick: bool) -> list[Case]:
@@ -193,11 +244,12 @@ def other_cases() -> list[Case]:
     ]
 
 
-def all_cases(quick: bool) -> list[Case]:
+def all_cases(quick: bool, resources: ExitStack, redis_url: str | None = None) -> list[Case]:
     return [
         Case(EMPTY, "pass"),
         Case(BARE, "call()", {"call": work}),
         *ratekeeper_cases(),
+        *source_cases(resources, redis_url),
         *limits_cases(quick),
         *pyrate_cases(),
         *throttled_cases(),
@@ -257,6 +309,21 @@ def targets_table(results: Sequence[Result]) -> str:
     return markdown_table(headers, rows, right=(1, 2, 3))
 
 
+def sources_table(results: Sequence[Result]) -> str:
+    by_name = {result.case.name: result for result in results}
+    reference = by_name[REFERENCE].median
+    rows = []
+    for source in SOURCES:
+        result = by_name.get(NAMED + source)
+        if result is None:
+            rows.append([NAMED + source, "not run (no Redis)"])
+            continue
+        ratio = result.median / reference
+        rows.append([NAMED + source, f"{ratio:.2f}x {'met' if ratio <= 1.10 else 'missed'}"])
+    headers = ["Named limit, admitted call", f"× {REFERENCE} (target ≤ 1.10x)"]
+    return markdown_table(headers, rows, right=(1,))
+
+
 def report(results: Sequence[Result], repeats: int) -> str:
     info = "\n".join(f"- {label}: {value}" for label, value in machine(PACKAGES))
     method = (
@@ -265,7 +332,15 @@ def report(results: Sequence[Result], repeats: int) -> str:
         "ns per call, nothing subtracted."
     )
     notes = "\n".join(f"{i}. {note}" for i, note in enumerate(NOTES, 1))
-    return "\n\n".join([f"{info}\n{method}", results_table(results), notes, targets_table(results)])
+    return "\n\n".join(
+        [
+            f"{info}\n{method}",
+            results_table(results),
+            notes,
+            targets_table(results),
+            sources_table(results),
+        ]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,10 +348,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="few iterations: a CI smoke run")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the report")
     parser.add_argument("--repeats", type=int, help="repeats per case (default 7, quick 3)")
+    parser.add_argument("--redis-url", help="the server for the RedisSource row")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
     target_ns = 2_000_000 if args.quick else 40_000_000
-    results = measure(all_cases(args.quick), repeats=repeats, target_ns=target_ns)
+    with ExitStack() as resources:
+        cases = all_cases(args.quick, resources, args.redis_url)
+        results = measure(cases, repeats=repeats, target_ns=target_ns)
     text = report(results, repeats)
     print(text)
     if args.markdown is not None:

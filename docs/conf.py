@@ -37,18 +37,24 @@ doctest_global_setup = """
 import ratekeeper
 from ratekeeper import (
     AsyncLimiter,
+    CallableSource,
+    ChainSource,
     ConfigError,
     Decision,
     DictSource,
+    EnvSource,
+    FileSource,
     Limiter,
     MemoryStorage,
     Policy,
     Rate,
     RatekeeperError,
     RateLimitExceeded,
+    Snapshot,
     StorageError,
     limit,
 )
+from ratekeeper.sources import Problem, check_file, load_file
 from ratekeeper.testing import ManualClock
 """
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import RedisServer, redis_server
+from tests.servers import RedisClusterServers, RedisServer, redis_cluster, redis_server
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +25,22 @@ def redis_url(redis_proc: RedisServer) -> str:
     client.flushall()
     client.close()
     return redis_proc.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_proc() -> Iterator[RedisClusterServers]:
+    """One real three-master Redis Cluster for the session, on free loopback ports."""
+    with redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster_proc: RedisClusterServers) -> str:
+    """A ``redis+cluster://`` URL of the session's cluster, every master flushed first."""
+    import redis
+
+    for port in redis_cluster_proc.ports:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        client.flushall()
+        client.close()
+    return redis_cluster_proc.url

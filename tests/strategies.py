@@ -99,3 +99,48 @@ def timelines(draw: st.DrawFn, period_us: int, max_cost: int) -> list[Event]:
 
 starts = st.one_of(st.just(0), st.integers(0, 10**12))
 """Where a simulation's clock starts, in microseconds (windows are aligned to zero)."""
+
+
+def limit_names() -> st.SearchStrategy[str]:
+    """A limit name without wildcards: one to three dotted segments, ``aws.sns.Publish``."""
+    segment = st.from_regex(r"[a-z][A-Za-z0-9_-]{0,5}", fullmatch=True)
+    return st.lists(segment, min_size=1, max_size=3).map(".".join)
+
+
+@st.composite
+def storage_operations(
+    draw: st.DrawFn, period_us: int = 1_000_000, max_size: int = 40
+) -> list[tuple[int, str, str, int, int]]:
+    """(µs since the previous operation, hit | peek | reserve | reset, key, cost, max_wait):
+    bursts, gaps up to three periods, a clock stepping back now and then, costs from 0 to
+    past capacity."""
+    gaps = st.one_of(
+        st.just(0),
+        st.integers(0, max(1, period_us // 8)),
+        st.integers(0, 3 * period_us),
+        st.integers(-5_000, 0),
+    )
+    operation = st.tuples(
+        gaps,
+        st.sampled_from(["hit", "hit", "hit", "peek", "reserve", "reset"]),
+        st.sampled_from(["a", "b"]),
+        st.one_of(st.just(1), st.integers(0, 3), st.integers(0, 14)),
+        st.integers(1, 10_000_000),
+    )
+    # Long sequences: the interesting states (a full window rolling over, a drained bucket
+    # reconverted) need a dozen operations to reach.
+    drawn = draw(st.lists(operation, min_size=max_size // 4, max_size=max_size))
+    return [
+        (dt, op, key, cost, max_wait if op == "reserve" else 0)
+        for dt, op, key, cost, max_wait in drawn
+    ]
+
+
+backoff_params = st.tuples(
+    st.integers(1, 999),
+    st.integers(1, 999),
+    st.integers(1, 1000),
+    st.integers(1, 10_000_000),
+    st.integers(0, 5_000_000),
+)
+"""Back-off parameters as a storage receives them: permille and microseconds."""

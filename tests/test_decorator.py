@@ -157,6 +157,37 @@ def test_wait_paces_a_token_bucket_by_reservation() -> None:
     assert waits == pytest.approx([0.2 * n for n in range(1, 10)])
 
 
+def test_concurrent_waiters_are_released_evenly_in_arrival_order() -> None:
+    """10 tasks waiting at once on 5/second (burst 1) get slots 200 ms apart, in order."""
+    clock = ManualClock(1000.0)
+    released: list[tuple[float, int]] = []
+
+    async def sleep(seconds: float) -> None:
+        # The slot was reserved when the task arrived; yielding lets every other task
+        # arrive (and reserve) before this one goes on.
+        await asyncio.sleep(0)
+
+    limiter = AsyncLimiter(DictSource({"paced": PACED}), MemoryStorage(clock=clock), sleep=sleep)
+    reservations: dict[int, float] = {}
+
+    @limiter.limit("paced", on_exceeded="wait")
+    async def call(i: int) -> int:
+        released.append((reservations[i], i))
+        return i
+
+    def listen(decision: ratekeeper.Decision) -> None:
+        reservations[len(reservations)] = decision.retry_after
+
+    limiter.add_listener(listen)
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(call(i) for i in range(10))))
+
+    assert asyncio.run(main()) == list(range(10))
+    assert [reservations[i] for i in range(10)] == pytest.approx([0.2 * i for i in range(10)])
+    assert [i for _, i in sorted(released)] == list(range(10))
+
+
 def test_wait_with_the_default_burst_lets_a_burst_through() -> None:
     """5/second with the default burst 5: five calls at once, then 200 ms apart."""
     limiter, _, waits = make(

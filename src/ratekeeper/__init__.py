@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ratekeeper._decision import Decision
 from ratekeeper._decorator import limit
 from ratekeeper._limiter import AsyncLimiter, Limiter
+from ratekeeper._observe import LimitStats
 from ratekeeper._rates import Policy, Rate
 from ratekeeper.exceptions import ConfigError, RatekeeperError, RateLimitExceeded, StorageError
 from ratekeeper.sources import (
@@ -49,6 +50,7 @@ __all__ = [
     "DictSource",
     "EnvSource",
     "FileSource",
+    "LimitStats",
     "Limiter",
     "MemoryStorage",
     "Policy",

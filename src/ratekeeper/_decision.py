@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ratekeeper._rates import Policy, Rate
 
-__all__ = ["Decision"]
+__all__ = ["Decision", "make_decision"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +23,9 @@ class Decision:
     cost exceeds what the policy can ever admit. ``reset_after`` is the time until the key
     is back to full capacity. ``rate`` is the binding rate: the one that refused, or the one
     with the least room. ``shadow`` is true when the policy only observes (``mode="shadow"``):
-    then a refusal is reported but not enforced.
+    then a refusal is reported but not enforced. ``waited`` is how many seconds the caller
+    waited before this decision (``acquire`` and ``on_exceeded="wait"``), counting a slot
+    reserved ahead, which the caller sleeps until after the decision is made.
     """
 
     allowed: bool
@@ -34,6 +38,7 @@ class Decision:
     policy: Policy
     rate: Rate
     shadow: bool = False
+    waited: float = 0.0
 
     def describe(self) -> str:
         """A sentence for logs and exception messages."""
@@ -54,3 +59,40 @@ class Decision:
             f"{who} refused cost {self.cost} at {self.rate} ({self.policy.algorithm}); "
             f"retry after {self.retry_after:.3f} s"
         )
+
+
+def _decision_builder() -> Callable[
+    [bool, str, str, int, float, float, int, Policy, Rate, bool, float], Decision
+]:
+    # A frozen dataclass's __init__ sets each field through object.__setattr__, which costs
+    # more than the whole storage decision; the limiters build a Decision on every hit, so
+    # they set the slots through their descriptors instead. The same value results: a test
+    # compares the two field by field.
+    new = object.__new__
+    setters = [getattr(Decision, field.name).__set__ for field in dataclasses.fields(Decision)]
+    (allowed, limit_name, key, remaining, retry_after, reset_after, cost, policy, rate, shadow,
+     waited) = setters  # fmt: skip
+
+    def build(
+        a: bool, n: str, k: str, r: int, ra: float, rs: float, c: int, p: Policy, rt: Rate,
+        sh: bool, w: float,
+    ) -> Decision:  # fmt: skip
+        d = new(Decision)
+        allowed(d, a)
+        limit_name(d, n)
+        key(d, k)
+        remaining(d, r)
+        retry_after(d, ra)
+        reset_after(d, rs)
+        cost(d, c)
+        policy(d, p)
+        rate(d, rt)
+        shadow(d, sh)
+        waited(d, w)
+        return d
+
+    return build
+
+
+make_decision = _decision_builder()
+"""``make_decision(*fields)`` equals ``Decision(*fields)``, built several times faster."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from ratekeeper._algorithms import BoundLimit
+from ratekeeper._fastpath import fast_path
 from ratekeeper._rates import Algorithm, Policy, PolicySpec, Rate
 from ratekeeper.exceptions import ConfigError
 
@@ -118,12 +119,21 @@ def decorate(
                     bound = effective(storage, bound, k)
                 outcome = decide(bound, k, c, reserve, True)
                 if outcome[0] and not outcome[3]:
+                    if sync_limiter._listeners:  # one attribute test; no Decision unless watched
+                        sync_limiter.notify(sync_limiter.decision(bound, k, c, outcome))
                     return fn(*args, **kwargs)
                 settle(storage, sleep, bound, k, c, budget, outcome)
                 return fn(*args, **kwargs)
 
             _annotate(wrapper, limiter, name)
-            return wrapper
+            fast = fast_path(
+                fn, wrapper, sync_limiter, rebind, key_const, key_fn, cost_const, cost_fn
+            )
+            if fast is None:
+                return wrapper
+            functools.update_wrapper(fast, fn)
+            _annotate(fast, limiter, name)
+            return cast("Callable[P, R]", fast)
 
         afn = cast("Callable[P, Coroutine[Any, Any, Any]]", fn)
         if coroutines_only:
@@ -150,6 +160,8 @@ def decorate(
             outcome = await adecide(bound, k, c, reserve, True)
             if not (outcome[0] and not outcome[3]):
                 await asettle(astorage, asleep, bound, k, c, budget, outcome)
+            elif limiter._listeners:
+                limiter.notify(limiter.decision(bound, k, c, outcome))
             return await afn(*args, **kwargs)
 
         _annotate(awrapper, limiter, name)

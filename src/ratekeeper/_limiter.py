@@ -19,8 +19,9 @@ from typing import Literal, ParamSpec, TypeVar
 
 from ratekeeper._adaptive import FULL, Backoff, scale_policy
 from ratekeeper._algorithms import NEVER, BoundLimit, Outcome
-from ratekeeper._decision import Decision
+from ratekeeper._decision import Decision, make_decision
 from ratekeeper._decorator import CostSpec, KeySpec, decorate
+from ratekeeper._observe import Observable
 from ratekeeper._rates import Policy, PolicySpec
 from ratekeeper.exceptions import ConfigError, RateLimitExceeded
 from ratekeeper.sources import DictSource, Source
@@ -58,10 +59,12 @@ def reservation_us(bound: BoundLimit, budget: float | None) -> int:
     return int(budget * 1_000_000)
 
 
-class _Core:
-    """Everything the twins share: sources, the resolution cache, decisions, wait plans."""
+class _Core(Observable):
+    """Everything the twins share: sources, the resolution cache, decisions, wait plans,
+    and the listeners that watch decisions."""
 
     def __init__(self, source: Source | None) -> None:
+        super().__init__()
         self._source: Source = source if source is not None else DictSource()
         self._fallbacks: dict[str, Policy] = {}
         self._fallback_lock = threading.Lock()
@@ -206,37 +209,59 @@ class _Core:
 
     @staticmethod
     def decision(
-        bound: BoundLimit, key: str, cost: int, outcome: Outcome, *, consumed: bool = True
+        bound: BoundLimit,
+        key: str,
+        cost: int,
+        outcome: Outcome,
+        *,
+        consumed: bool = True,
+        waited: float = 0.0,
     ) -> Decision:
         allowed, _, available, retry_us, reset_us, binding = outcome
         policy = bound.policy
-        return Decision(
-            allowed=allowed,
-            limit_name=bound.name,
-            key=key,
-            remaining=available - cost if allowed and consumed and available >= cost else available,
-            retry_after=math.inf if retry_us == NEVER else retry_us / 1_000_000,
-            reset_after=reset_us / 1_000_000,
-            cost=cost,
-            policy=policy,
-            rate=policy.rates[binding],
-            shadow=policy.mode == "shadow",
+        return make_decision(
+            allowed,
+            bound.name,
+            key,
+            available - cost if allowed and consumed and available >= cost else available,
+            math.inf if retry_us == NEVER else retry_us / 1_000_000,
+            reset_us / 1_000_000,
+            cost,
+            policy,
+            policy.rates[binding],
+            policy.mode == "shadow",
+            waited,
         )
 
     def step(
-        self, bound: BoundLimit, key: str, cost: int, outcome: Outcome, budget: float
+        self,
+        bound: BoundLimit,
+        key: str,
+        cost: int,
+        outcome: Outcome,
+        budget: float,
+        waited: float = 0.0,
     ) -> tuple[Decision | None, float]:
         """The one decision step every wait loop drives: (decision, 0 or the reserved wait)
-        when done, (None, delay) to sleep and try again; raises when waiting cannot help."""
-        decision = self.decision(bound, key, cost, outcome)
+        when done, (None, delay) to sleep and try again; raises when waiting cannot help.
+        A final decision is reported to the listeners here, so both loops report alike."""
         if outcome[0]:
-            return decision, decision.retry_after
-        if decision.shadow:
-            return decision, 0.0
-        delay = decision.retry_after
-        if delay > budget or math.isinf(delay):  # inf: a cost that can never be admitted
-            raise RateLimitExceeded(decision)
-        return None, delay
+            waited += outcome[3] / 1_000_000  # a reserved slot: the caller sleeps until it
+        decision = self.decision(bound, key, cost, outcome, waited=waited)
+        if outcome[0]:
+            done = decision, decision.retry_after
+        elif decision.shadow:
+            done = decision, 0.0
+        else:
+            delay = decision.retry_after
+            if delay > budget or math.isinf(delay):  # inf: a cost that can never be admitted
+                if self._listeners:
+                    self.notify(decision)
+                raise RateLimitExceeded(decision)
+            return None, delay
+        if self._listeners:
+            self.notify(decision)
+        return done
 
     def settle(
         self,
@@ -249,15 +274,17 @@ class _Core:
         outcome: Outcome | None = None,
     ) -> Decision:
         """The sync wait loop."""
+        waited = 0.0
         while True:
             if outcome is None:
                 outcome = storage.decide(bound, key, cost, reservation_us(bound, budget), True)
-            decision, delay = self.step(bound, key, cost, outcome, budget)
+            decision, delay = self.step(bound, key, cost, outcome, budget, waited)
             if delay:
                 sleep(delay)
             if decision is not None:
                 return decision
             budget -= delay
+            waited += delay
             bound = self.effective(storage, self.bound(bound.name), key)
             outcome = None
 
@@ -272,16 +299,18 @@ class _Core:
         outcome: Outcome | None = None,
     ) -> Decision:
         """The async wait loop: the sync one, awaited."""
+        waited = 0.0
         while True:
             if outcome is None:
                 reserve = reservation_us(bound, budget)
                 outcome = await storage.decide(bound, key, cost, reserve, True)
-            decision, delay = self.step(bound, key, cost, outcome, budget)
+            decision, delay = self.step(bound, key, cost, outcome, budget, waited)
             if delay:
                 await sleep(delay)
             if decision is not None:
                 return decision
             budget -= delay
+            waited += delay
             bound = await self.effective_async(storage, self.bound(bound.name), key)
             outcome = None
 
@@ -330,7 +359,10 @@ class Limiter(_Core):
         """Try to consume ``cost`` from ``key`` under the limit ``name``; never blocks."""
         bound = self.effective(self._storage, self.bound(name), key)
         cost = check_cost(cost, name)
-        return self.decision(bound, key, cost, self._storage.decide(bound, key, cost, 0, True))
+        decision = self.decision(bound, key, cost, self._storage.decide(bound, key, cost, 0, True))
+        if self._listeners:
+            self.notify(decision)
+        return decision
 
     def peek(self, name: str, key: str = "", cost: int = 1) -> Decision:
         """The decision ``hit`` would give now, consuming nothing."""
@@ -430,7 +462,10 @@ class AsyncLimiter(_Core):
         bound = await self.effective_async(self._storage, self.bound(name), key)
         cost = check_cost(cost, name)
         outcome = await self._storage.decide(bound, key, cost, 0, True)
-        return self.decision(bound, key, cost, outcome)
+        decision = self.decision(bound, key, cost, outcome)
+        if self._listeners:
+            self.notify(decision)
+        return decision
 
     async def peek(self, name: str, key: str = "", cost: int = 1) -> Decision:
         """The decision ``hit`` would give now, consuming nothing."""

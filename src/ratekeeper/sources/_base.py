@@ -9,28 +9,42 @@ A source maps limit names (and glob patterns of them) to policies. It offers two
   the old table or the new one, never half of each.
 
 Resolution: an exact name wins; otherwise the matching glob pattern with the most literal
-characters (then the fewest wildcards, then the first in sorted order), so ``aws.sns.*``
-beats ``aws.*`` beats ``*``.
+characters (a ``[...]`` set counts as none), then the fewest wildcards, then the first in
+sorted order; so ``aws.sns.*`` beats ``aws.*`` beats ``*``. Patterns match whole names,
+case-sensitively, and ``*`` also crosses dots (``aws.*`` matches ``aws.sns.Publish``).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
 from ratekeeper._rates import Policy, PolicySpec
 from ratekeeper.exceptions import ConfigError
 
-__all__ = ["Snapshot", "Source", "compile_limits", "is_pattern"]
+__all__ = ["Snapshot", "Source", "Watchers", "compile_limits", "is_pattern", "specificity"]
 
 _WILDCARDS = re.compile(r"[*?\[]")
+# What a pattern matches other than literal characters: a wildcard or a whole set.
+_NON_LITERAL = re.compile(r"\[!?\]?[^\]]*\]|[*?]")
 
 
 def is_pattern(name: str) -> bool:
     """True for a glob pattern (``*``, ``?`` or ``[...]``) rather than one limit name."""
     return _WILDCARDS.search(name) is not None
+
+
+def specificity(pattern: str) -> tuple[int, int, str]:
+    """The sort key of a pattern among those matching one name: smallest wins.
+
+    >>> sorted(["*", "aws.*", "aws.sns.*", "aws.sns.Pub*", "aws.sn?.*"], key=specificity)
+    ['aws.sns.Pub*', 'aws.sns.*', 'aws.sn?.*', 'aws.*', '*']
+    """
+    wildcards = _NON_LITERAL.findall(pattern)
+    return (-len(_NON_LITERAL.sub("", pattern)), len(wildcards), pattern)
 
 
 class Snapshot(Mapping[str, Policy]):
@@ -47,13 +61,7 @@ class Snapshot(Mapping[str, Policy]):
             for name, p in table.items()
             if is_pattern(name)
         ]
-        patterns.sort(
-            key=lambda item: (
-                -len(_WILDCARDS.sub("", item[0])),
-                len(_WILDCARDS.findall(item[0])),
-                item[0],
-            )
-        )
+        patterns.sort(key=lambda item: specificity(item[0]))
         self._patterns = tuple(patterns)
 
     def resolve(self, name: str) -> Policy | None:
@@ -116,3 +124,22 @@ class Source(Protocol):
     def snapshot(self) -> Snapshot:
         """The current table of policies."""
         ...
+
+
+class Watchers:
+    """Who to tell when a source's version moves: a ChainSource holding it, so that the
+    chain's own version can stay a plain attribute. Holds bound methods weakly."""
+
+    __slots__ = ("_methods",)
+
+    def __init__(self) -> None:
+        self._methods: tuple[weakref.WeakMethod[Callable[[], None]], ...] = ()
+
+    def add(self, method: Callable[[], None]) -> None:
+        self._methods = (*self._methods, weakref.WeakMethod(method))
+
+    def notify(self) -> None:
+        for ref in self._methods:
+            method = ref()
+            if method is not None:
+                method()

@@ -1,9 +1,10 @@
 """CallableSource: a function from limit name to spec, the "dynamic limit" of web frameworks.
 
 The function is called the first time a name is resolved, then again at most every ``ttl``
-seconds for each name seen so far; the version moves only when an answer changed, so the
-hot path stays one clock comparison. This module must not call the function on every
-call, and must not let an exception from it reach a caller: the last good answer stands.
+seconds for each name seen so far (by the source's daemon thread, with the default clock);
+the version moves only when an answer changed, so the limiter resolves again only then.
+This module must not call the function on every call, and must not let an exception from
+it reach a caller: the last good answer stands.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ class CallableSource(PollingSource):
     >>> str(source.snapshot().resolve("api.paid"))
     '1000/minute (sliding-window)'
 
-    Each name's answer is kept for ``ttl`` seconds. When ``fn`` raises or answers with a bad
-    spec, the problem is logged once and shown in ``last_error``; the name keeps its last
-    good answer (none, the first time: then the limiter's fallback applies).
+    Each name's answer is kept for ``ttl`` seconds, then ``fn`` is asked again: from the
+    source's daemon thread with the default clock, so ``fn`` must be safe to call from
+    another thread; with ``clock`` given, from the call that finds it due. When ``fn``
+    raises or answers with a bad spec, the problem is logged once and shown in
+    ``last_error``; the name keeps its last good answer (none, the first time: then the
+    limiter's fallback applies).
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class CallableSource(PollingSource):
         self._errors: dict[str, Problem] = {}
         self._snapshot = _CallableSnapshot(self)
         self._due = self._now() + self._interval
+        self._start()
 
     @property
     def ttl(self) -> float:
@@ -112,7 +117,8 @@ class CallableSource(PollingSource):
         self._report(list(self._errors.values()), consequence="keeping the last good answer")
 
     def __repr__(self) -> str:
-        label = getattr(self._fn, "__qualname__", None) or repr(self._fn)
+        # A callable object's default repr carries its address: name its class instead.
+        label = getattr(self._fn, "__qualname__", None) or type(self._fn).__qualname__
         return f"CallableSource({label})"
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ratekeeper._rates import PolicySpec
-from ratekeeper.sources._base import Snapshot, compile_limits
+from ratekeeper.sources._base import Snapshot, Watchers, compile_limits
 
 __all__ = ["DictSource"]
 
@@ -26,6 +26,7 @@ class DictSource:
         self._lock = threading.Lock()
         self._snapshot = Snapshot(compile_limits(limits or {}, "DictSource"))
         self.version: object = object()
+        self._watchers = Watchers()
 
     def snapshot(self) -> Snapshot:
         """The current table of policies."""
@@ -54,6 +55,13 @@ class DictSource:
         # sure to get the new snapshot.
         self._snapshot = Snapshot(policies)  # type: ignore[arg-type]
         self.version = object()
+        self._watchers.notify()
+
+    def _watch(self, method: Callable[[], None]) -> bool:
+        """Call ``method`` after each change; True: no need to read ``version`` to learn of
+        one."""
+        self._watchers.add(method)
+        return True
 
     def __repr__(self) -> str:
         return f"DictSource({len(self._snapshot)} limits)"

@@ -34,6 +34,7 @@ __all__ = ["EnvSource", "FoldedSnapshot", "decode_name", "encode_name"]
 
 _CODES = {"D": "-", "S": "*", "Q": "?"}
 _LITERALS = frozenset(".-*?")
+_READ_ATTEMPTS = 3
 
 
 class FoldedSnapshot(Snapshot):
@@ -137,12 +138,14 @@ class EnvSource(PollingSource):
         super().__init__(interval, clock)
         self._prefix = prefix
         self._environ = environ
+        self._items: tuple[tuple[str, str], ...] = ()
         self._items = self._read()
         policies, problems = self._parse(self._items)
         if problems:
             raise problems_error(problems)
         self._snapshot = FoldedSnapshot(policies)
         self._due = self._now() + self._interval
+        self._start()
 
     @property
     def prefix(self) -> str:
@@ -156,7 +159,12 @@ class EnvSource(PollingSource):
     def _read(self) -> tuple[tuple[str, str], ...]:
         environ = os.environ if self._environ is None else self._environ
         prefix = self._prefix
-        return tuple(sorted((k, v) for k, v in environ.items() if k.startswith(prefix)))
+        for _ in range(_READ_ATTEMPTS):
+            try:
+                return tuple(sorted((k, v) for k, v in environ.items() if k.startswith(prefix)))
+            except RuntimeError:  # another thread set a variable while this one iterated
+                continue
+        return self._items
 
     def _parse(self, items: tuple[tuple[str, str], ...]) -> tuple[dict[str, Policy], list[Problem]]:
         policies: dict[str, Policy] = {}

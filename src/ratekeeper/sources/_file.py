@@ -127,12 +127,13 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, Policy]:
 class FileSource(PollingSource):
     """Limits from a TOML or JSON file, reloaded when it changes (in place or by rename).
 
-    The file is stat'ed at most every ``interval`` seconds, on the call that finds the
-    interval past. A file that turns bad, or disappears, keeps the last good limits: each
-    problem is logged once (logger ``ratekeeper.sources``) and shown in ``last_error`` and
-    ``problems``. At start-up a bad file is a :class:`~ratekeeper.ConfigError`, and so is a
-    missing one unless ``optional=True`` (then the source is empty until the file appears).
-    ``clock`` returns seconds (default :func:`time.monotonic`); tests pass a ManualClock.
+    The file is stat'ed at most every ``interval`` seconds: by the source's daemon thread
+    with the default clock, or, when ``clock`` (seconds, e.g. a ManualClock) is given, by
+    the call that finds the interval past. A file that turns bad, or disappears, keeps the
+    last good limits: each problem is logged once (logger ``ratekeeper.sources``) and shown
+    in ``last_error`` and ``problems``. At start-up a bad file is a
+    :class:`~ratekeeper.ConfigError`, and so is a missing one unless ``optional=True`` (then
+    the source is empty until the file appears). :meth:`close` stops the looks.
     """
 
     def __init__(
@@ -169,6 +170,7 @@ class FileSource(PollingSource):
             self._remember(stat, data)
             self._snapshot = Snapshot(policies)
         self._due = self._now() + self._interval
+        self._start()
 
     @property
     def path(self) -> Path:

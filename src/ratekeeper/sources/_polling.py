@@ -1,10 +1,13 @@
 """The shared machinery of sources that look for changes: when to look, and how to complain.
 
 :class:`PollingSource` is the base of FileSource, EnvSource, CallableSource and RedisSource.
-Its ``version`` is the hot-path change signal: a clock comparison that returns the same
-object until ``interval`` seconds have passed, and only then asks the subclass to look
-(stat a file, read a Redis counter, ...). A look that finds a problem keeps the last good
-snapshot, logs each distinct problem once and exposes it as ``last_error`` / ``problems``.
+Its ``version`` is the hot-path change signal. With an injected clock (a ManualClock in
+tests) it is a clock comparison that returns the same object until ``interval`` seconds
+have passed, and only then asks the subclass to look (stat a file, read a Redis counter,
+...). With the default clock a daemon thread of the source does the looks when they fall
+due, and ``version`` becomes a plain attribute: a call then pays no clock read at all.
+A look that finds a problem keeps the last good snapshot, logs each distinct problem once
+and exposes it as ``last_error`` / ``problems``.
 
 This module must not do I/O itself, and ``version`` must never raise or block on another
 thread's look: a call that arrives while a look is under way uses the current snapshot.
@@ -15,18 +18,26 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time as _time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import overload
 
 from ratekeeper._rates import Policy
 from ratekeeper.exceptions import ConfigError, RatekeeperError
-from ratekeeper.sources._base import Snapshot
+from ratekeeper.sources._base import Snapshot, Watchers
 
 __all__ = ["PollingSource", "Problem", "logger", "parse_text"]
 
 logger = logging.getLogger("ratekeeper.sources")
+
+# Bound at import: time between looks is real time even while freezegun freezes the clock,
+# so a frozen test still sees its config change.
+_monotonic = _time.monotonic
+_RETRY = 0.01  # how soon the ticker tries again when another thread holds the look
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +92,16 @@ def check_interval(value: float, what: str = "interval") -> float:
 class PollingSource:
     """Base of the sources that look for changes at most every ``interval`` seconds.
 
-    ``clock`` returns seconds; by default :func:`time.monotonic`, looked up at each call so
-    that freezegun's frozen clock is seen. Subclasses implement :meth:`_poll` and publish
-    new content with :meth:`_publish`.
+    ``clock`` returns seconds. With the default (None) a daemon thread of the source looks
+    when a look falls due, in real time, and ``version`` is a plain attribute. With a clock
+    given (a ManualClock, say), or an interval of 0, ``version`` compares the clock with the
+    next look's time and the call that finds it past looks. Subclasses implement
+    :meth:`_poll`, publish new content with :meth:`_publish` and call :meth:`_start` last
+    in ``__init__``.
     """
+
+    version: object
+    """The same object until a look finds new content (looks at most every interval)."""
 
     def __init__(self, interval: float, clock: Callable[[], float] | None) -> None:
         self._interval = check_interval(interval)
@@ -96,16 +113,17 @@ class PollingSource:
         self._problems: tuple[Problem, ...] = ()
         self._last_error: RatekeeperError | None = None
         self._logged: set[str] = set()
-
-    @property
-    def version(self) -> object:
-        """The same object until a look finds new content (looks at most every interval)."""
-        # The hot path: one clock read and one comparison; the branch keeps the default
-        # clock looked up at call time without a second Python frame.
-        clock = self._clock
-        if (_time.monotonic() if clock is None else clock()) < self._due:
-            return self._version
-        return self._look()
+        self._wake: threading.Event | None = None  # set while the ticker runs
+        self._stopped = False
+        self._watchers = Watchers()
+        # Ticked: a plain attribute that only the looks write. The class's own attribute
+        # lookup stays free of any descriptor named ``version``, which keeps the hot
+        # path's read as cheap as DictSource's. Clocked: a subclass adds the descriptor.
+        self._ticked = clock is None and self._interval > 0
+        if self._ticked:
+            self.version = self._version
+        else:
+            self.__class__ = _clocked(type(self))
 
     @property
     def interval(self) -> float:
@@ -138,17 +156,49 @@ class PollingSource:
         return self._version is not before
 
     def invalidate(self) -> None:
-        """Make the next ``version`` read look for a change (a notification said so)."""
+        """Look for a change soon: at once in the ticker, or on the next ``version`` read."""
         self._due = -math.inf
+        wake = self._wake
+        if wake is not None:
+            wake.set()
 
     def _now(self) -> float:
         clock = self._clock
-        return _time.monotonic() if clock is None else clock()
+        return _monotonic() if clock is None else clock()
+
+    def _start(self) -> None:
+        """Start the ticker of a ticked source; the subclass's ``__init__`` ends with it."""
+        if self._ticked:
+            self.version = self._version
+            with _TICKERS_LOCK:
+                if self._wake is None and not self._stopped:
+                    self._spawn()
+
+    def _spawn(self) -> None:
+        wake = self._wake = threading.Event()
+        _TICKING.add(self)
+        threading.Thread(
+            target=_ticker,
+            args=(weakref.ref(self), wake),
+            name=f"ratekeeper-{self!r}",
+            daemon=True,
+        ).start()
+
+    def close(self) -> None:
+        """Stop looking for changes (but by :meth:`refresh`); the limits last read stay."""
+        self._stop()
+
+    def _stop(self) -> None:
+        with _TICKERS_LOCK:
+            self._stopped = True
+            wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.set()
 
     def _look(self) -> object:
         # Non-blocking: one thread looks, the others carry on with the current snapshot
         # rather than queue behind a slow disk or network.
-        if not self._looking.acquire(blocking=False):
+        if self._stopped or not self._looking.acquire(blocking=False):
             return self._version
         try:
             if self._now() >= self._due:
@@ -164,6 +214,18 @@ class PollingSource:
             self._poll()
         except Exception as exc:  # a bug or an odd backend error must never fail a call
             self._report([Problem(repr(self), None, None, f"{type(exc).__name__}: {exc}")])
+        if self._ticked and self.version is not self._version:
+            # After the snapshot, as in _publish: a new version brings its snapshot.
+            self.version = self._version
+            self._watchers.notify()
+
+    def _watch(self, method: Callable[[], None]) -> bool:
+        """Call ``method`` after each change; True when that is the only way to learn of
+        one (a ticked source), False when ``version`` must be read for a look to happen."""
+        if not self._ticked:
+            return False
+        self._watchers.add(method)
+        return True
 
     def _poll(self) -> None:
         """Look for new content; call _publish, _report or _clear. Runs under the look lock."""
@@ -204,3 +266,77 @@ class PollingSource:
         self._problems = ()
         self._last_error = None
         self._logged = set()
+
+
+class _Version:
+    """``version`` of a clocked source: compares the clock with the next look's time."""
+
+    @overload
+    def __get__(self, source: None, owner: type) -> _Version: ...
+
+    @overload
+    def __get__(self, source: PollingSource, owner: type) -> object: ...
+
+    def __get__(self, source: PollingSource | None, owner: type) -> object:
+        if source is None:
+            return self
+        clock = source._clock
+        if (_monotonic() if clock is None else clock()) < source._due:
+            return source._version
+        return source._look()
+
+
+_CLOCKED: dict[type[PollingSource], type[PollingSource]] = {}
+
+
+def _clocked(cls: type[PollingSource]) -> type[PollingSource]:
+    """``cls`` with a ``version`` that compares the clock (same name, same behaviour else)."""
+    if "version" in cls.__dict__:
+        return cls
+    clocked = _CLOCKED.get(cls)
+    if clocked is None:
+        namespace = {
+            "version": _Version(),
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__,
+        }
+        clocked = _CLOCKED.setdefault(cls, type(cls.__name__, (cls,), namespace))
+    return clocked
+
+
+_TICKERS_LOCK = threading.Lock()
+_TICKING: weakref.WeakSet[PollingSource] = weakref.WeakSet()
+
+
+def _ticker(ref: weakref.ref[PollingSource], wake: threading.Event) -> None:
+    """Look whenever the source's next look falls due; end with the source or its stop."""
+    while True:
+        source = ref()
+        if source is None or source._wake is not wake:
+            return
+        delay = source._due - _monotonic()
+        if delay <= 0:
+            source._look()
+            delay = max(source._due - _monotonic(), _RETRY)
+        del source  # hold no reference while waiting, so the source can be collected
+        wake.wait(delay)
+        wake.clear()
+
+
+def _restart_tickers() -> None:
+    # A forked child has none of its parent's threads: give its sources tickers of their
+    # own. A lock held by a parent thread at the fork would never be released here.
+    global _TICKERS_LOCK
+    _TICKERS_LOCK = threading.Lock()
+    sources = list(_TICKING)
+    _TICKING.clear()
+    for source in sources:
+        source._looking = threading.Lock()
+        source._wake = None
+        if not source._stopped:
+            source._spawn()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_tickers)

@@ -7,7 +7,7 @@ counter in its reserved field ``__version__``; every change made through :meth:`
 slot), and a reader gets entries and counter from one HGETALL.
 
 A source reads the counter (one HGET) at most every ``interval`` seconds, and re-reads the
-hash only when it moved; a listener thread marks the source stale as soon as a change is
+hash only when it moved; a listener thread makes the source look as soon as a change is
 published. This module must never let Redis fail or slow a call: a read that fails keeps
 the last good limits and is reported, and a bad entry is reported and skipped.
 """
@@ -23,7 +23,7 @@ from typing import Any
 from ratekeeper._rates import DEFAULT_ALGORITHM, Policy, PolicySpec
 from ratekeeper.exceptions import ConfigError, StorageError
 from ratekeeper.sources._base import Snapshot
-from ratekeeper.sources._polling import PollingSource, Problem, parse_text
+from ratekeeper.sources._polling import PollingSource, Problem, logger, parse_text
 
 try:
     import redis
@@ -70,8 +70,8 @@ class RedisSource(PollingSource):
     retries, so a config read never holds a call for long. Operators change limits with
     :meth:`set` and :meth:`delete` (or ``ratekeeper set``); an entry written by other means
     is seen when the ``__version__`` field of the hash is incremented too. With
-    ``subscribe=True`` a daemon thread listens on ``<key>:changed`` and makes the next call
-    re-read at once; :meth:`close` stops it. ``clock`` returns seconds, as in FileSource.
+    ``subscribe=True`` a daemon thread listens on ``<key>:changed`` and makes the source
+    look at once; :meth:`close` stops it and the looks. ``clock`` is as in FileSource.
     """
 
     def __init__(
@@ -101,6 +101,7 @@ class RedisSource(PollingSource):
                 target=self._listen, name=f"ratekeeper-source-{key}", daemon=True
             )
             self._listener.start()
+        self._start()
 
     @classmethod
     def from_url(
@@ -121,7 +122,11 @@ class RedisSource(PollingSource):
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
         )
-        source = cls(client, key, interval, subscribe=subscribe, clock=clock)
+        try:
+            source = cls(client, key, interval, subscribe=subscribe, clock=clock)
+        except BaseException:
+            client.close()
+            raise
         source._owns_client = True
         return source
 
@@ -150,8 +155,12 @@ class RedisSource(PollingSource):
         self._write(name, lambda pipe: pipe.hdel(self._key, name))
 
     def close(self) -> None:
-        """Stop the listener, and close the client if :meth:`from_url` made it."""
+        """Stop the listener and the looks, and close the client if :meth:`from_url` made it.
+
+        The limits last read stay in force.
+        """
         self._closed.set()
+        super().close()
         if self._listener is not None:
             self._listener.join(timeout=4 * _LISTEN_TIMEOUT)
         if self._owns_client:
@@ -172,7 +181,8 @@ class RedisSource(PollingSource):
                 pipe.execute()
         except redis.RedisError as exc:
             raise StorageError(f"{self!r}: could not write limit {name!r}: {exc}") from exc
-        self.invalidate()
+        # Read back at once, so this process's next call obeys what it just wrote.
+        self.refresh()
 
     def _poll(self) -> None:
         try:
@@ -211,7 +221,10 @@ class RedisSource(PollingSource):
             except ConfigError as exc:
                 problems.append(Problem(self._origin(), None, name, f"{exc} (value {value!r})"))
         self._seen = counter
+        before = self._version
         self._publish(Snapshot(policies))
+        if self._version is not before:
+            logger.info("%s: limits reloaded (%d entries)", self._origin(), len(policies))
         self._report(problems, consequence="skipping it")
 
     def _listen(self) -> None:

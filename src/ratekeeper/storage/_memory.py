@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time as _time
 from collections.abc import Callable
+from typing import Any
 
 from ratekeeper._adaptive import scale_at, throttled
 from ratekeeper._algorithms import BoundLimit, Outcome, State, decide
@@ -18,6 +19,15 @@ from ratekeeper._algorithms import BoundLimit, Outcome, State, decide
 __all__ = ["MemoryStorage", "micros"]
 
 _MIN_SWEEP = 1024
+AnyLock = Any  # threading.Lock, or the C extension's Lock with the same interface
+
+
+def _new_lock() -> AnyLock:
+    try:
+        from ratekeeper._speedups import Lock
+    except ImportError:
+        return threading.Lock()
+    return Lock()
 
 
 def _monotonic_us() -> int:
@@ -46,9 +56,26 @@ class MemoryStorage:
         now = micros(clock)
         # None for the default clock, which decide() reads inline: this is every call's path.
         self._now: Callable[[], int] | None = None if now is _monotonic_us else now
-        self._lock = threading.Lock()
+        # The C extension's lock when it is built: the decorators' C fast path takes the
+        # same lock, so both paths decide in one total order.
+        self._lock = _new_lock()
         self._states: dict[tuple[str, str], State] = {}
         self._sweep_at = _MIN_SWEEP
+
+    @property
+    def lock(self) -> AnyLock:
+        """The lock every decision on this storage holds."""
+        return self._lock
+
+    @property
+    def table(self) -> dict[tuple[str, str], State]:
+        """The live table of states, keyed by (meter slot, key); hold :attr:`lock` to read it."""
+        return self._states
+
+    @property
+    def clock_us(self) -> Callable[[], int] | None:
+        """The injected clock in microseconds, or None for the default monotonic clock."""
+        return self._now
 
     def decide(
         self, limit: BoundLimit, key: str, cost: int, max_wait_us: int = 0, commit: bool = True

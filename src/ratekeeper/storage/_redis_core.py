@@ -3,10 +3,11 @@
 :class:`~ratekeeper.RedisStorage` and :class:`~ratekeeper.AsyncRedisStorage` share all of
 this and differ only where one awaits the client. Nothing here imports redis or touches a
 socket: it assembles the Lua script from the package's ``lua/*.lua`` files (one file per
-algorithm step, plus the driver that decides every rate of a policy at once), builds
-escaped, length-bounded keys that share one hash tag per (limit name, key), precomputes
-the EVALSHA arguments per :class:`~ratekeeper._algorithms.BoundLimit`, and runs the
-circuit breaker and the failure policy.
+algorithm step, plus the driver that decides every rate of a policy at once) and the
+back-off script of adaptive limits, builds escaped, length-bounded keys that share one
+hash tag per (limit name, key), precomputes the EVALSHA arguments per
+:class:`~ratekeeper._algorithms.BoundLimit`, and runs the circuit breaker and the failure
+policy.
 """
 
 from __future__ import annotations
@@ -19,27 +20,43 @@ from importlib import resources
 from typing import Literal, get_args
 from urllib.parse import quote
 
+from ratekeeper._adaptive import FULL
 from ratekeeper._algorithms import BoundLimit, Outcome
 from ratekeeper.exceptions import ConfigError, StorageError
 from ratekeeper.storage._memory import MemoryStorage, micros
 
-__all__ = ["SCRIPT", "SCRIPT_SHA", "OnStorageError", "RedisCore", "key_component", "redis_key"]
+__all__ = [
+    "ADAPT_SCRIPT",
+    "ADAPT_SHA",
+    "SCRIPT",
+    "SCRIPT_SHA",
+    "OnStorageError",
+    "RedisCore",
+    "key_component",
+    "redis_key",
+]
 
 OnStorageError = Literal["raise", "allow", "deny", "local"]
 ON_STORAGE_ERROR: tuple[OnStorageError, ...] = get_args(OnStorageError)
 
 _LUA_PARTS = ("common", "fixed_window", "sliding_window", "sliding_log", "token_bucket", "decide")
+_ADAPT_PARTS = ("common", "adaptive")
 
 
-def _assemble() -> str:
+def _assemble(parts: tuple[str, ...]) -> str:
     folder = resources.files("ratekeeper.storage").joinpath("lua")
-    return "\n".join(folder.joinpath(f"{p}.lua").read_text(encoding="utf-8") for p in _LUA_PARTS)
+    return "\n".join(folder.joinpath(f"{p}.lua").read_text(encoding="utf-8") for p in parts)
 
 
-SCRIPT = _assemble()
+SCRIPT = _assemble(_LUA_PARTS)
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+# Back-off is read and recorded by its own script: it is not on a decision's round trip
+# (the limiter caches the scale), and the decision script stays as small as it can.
+ADAPT_SCRIPT = _assemble(_ADAPT_PARTS)
+ADAPT_SHA = hashlib.sha1(ADAPT_SCRIPT.encode()).hexdigest()
 
-# Key layout: <prefix>:v1:{<name>|<key>}:<algorithm>:<period_us>. The braces make the
+# Key layout: <prefix>:v1:{<name>|<key>}:<algorithm>:<period_us>, and
+# <prefix>:v1:{<name>|<key>}:bo for an adaptive limit's back-off. The braces make the
 # escaped (name, key) pair the hash tag, so every rate of one decision lands in one Cluster
 # slot while different keys spread over the cluster. The amount is never part of the key:
 # a changed rate keeps its count.
@@ -123,9 +140,15 @@ class _Plan:
         self.static = tuple(static)
         self.heads: dict[str, tuple[object, ...]] = {}
 
+    def tag(self, key: str) -> bytes:
+        return f"{self.prefix}:{KEY_VERSION}:{{{self.name}|{key_component(key)}".encode()
+
     def keys(self, key: str) -> tuple[bytes, ...]:
-        tag = f"{self.prefix}:{KEY_VERSION}:{{{self.name}|{key_component(key)}".encode()
+        tag = self.tag(key)
         return tuple(tag + suffix for suffix in self.suffixes)
+
+    def backoff_key(self, key: str) -> bytes:
+        return self.tag(key) + b"}:bo"
 
     def head(self, key: str) -> tuple[object, ...]:
         keys = self.keys(key)
@@ -179,6 +202,8 @@ class RedisCore:
         self._open_until: int | None = None
         self._last_error: BaseException | None = None
         self._breaker_lock = threading.Lock()
+        # Per limit name: [decisions Redis did not make, those the failure policy answered].
+        self._failures: dict[str, list[int]] = {}
 
     @property
     def prefix(self) -> str:
@@ -189,6 +214,13 @@ class RedisCore:
     def on_storage_error(self) -> OnStorageError:
         """What a decision does when Redis cannot answer."""
         return self._on_error
+
+    def failure_counts(self) -> dict[str, tuple[int, int]]:
+        """Per limit name, since this storage was made: (decisions Redis did not make,
+        because it failed or the breaker was open; those the failure policy answered
+        instead of raising). Limiters report them in ``stats()``."""
+        with self._breaker_lock:
+            return {name: (counts[0], counts[1]) for name, counts in self._failures.items()}
 
     def keys(self, limit: BoundLimit, key: str) -> list[str]:
         """The Redis keys that hold the state of ``key`` under every rate of ``limit``."""
@@ -213,7 +245,36 @@ class RedisCore:
         return (*head, now, cost, max_wait_us, _COMMIT[commit], *plan.static)
 
     def _reset_command(self, limit: BoundLimit, key: str) -> tuple[object, ...]:
-        return ("DEL", *self._plan(limit).keys(key))
+        plan = self._plan(limit)
+        return ("DEL", *plan.keys(key), plan.backoff_key(key))
+
+    def _adapt_command(
+        self, limit: BoundLimit, key: str, params: tuple[int, int, int, int, int] | None
+    ) -> tuple[object, ...]:
+        """The EVALSHA that reads the back-off scale (``params`` None) or records a throttle."""
+        now = b"" if self._now is None else self._now()
+        head = ("EVALSHA", ADAPT_SHA, 1, self._plan(limit).backoff_key(key), now)
+        if params is None:
+            return (*head, b"s", self._slack_ms)
+        return (*head, b"t", self._slack_ms, *params)
+
+    def _adapt_degraded(
+        self,
+        limit: BoundLimit,
+        key: str,
+        params: tuple[int, int, int, int, int] | None,
+        error: BaseException | None,
+    ) -> int:
+        """The scale the failure policy gives when Redis did not answer a back-off call."""
+        if self._on_error == "local":
+            assert self._fallback is not None
+            if params is None:
+                return self._fallback.scale(limit, key)
+            return self._fallback.throttle(limit, key, params)
+        if self._on_error == "raise":
+            raise self._storage_error(error)
+        # "allow" and "deny" decide without Redis; the configured rate is what is known.
+        return FULL
 
     # The breaker. The closed state costs one attribute test per call; the lock is taken
     # only around a failure or an open breaker.
@@ -262,6 +323,11 @@ class RedisCore:
     ) -> Outcome:
         """The outcome the failure policy gives when Redis did not (or may not) answer."""
         policy = self._on_error
+        if commit:  # a peek is not a decision: it is not counted
+            with self._breaker_lock:
+                counts = self._failures.setdefault(limit.name, [0, 0])
+                counts[0] += 1
+                counts[1] += policy != "raise"
         if policy == "local":
             assert self._fallback is not None
             return self._fallback.decide(limit, key, cost, max_wait_us, commit)

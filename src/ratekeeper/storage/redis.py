@@ -6,6 +6,8 @@ admitted. A script missing from the server's cache (restart, failover, ``SCRIPT 
 is loaded and the call retried once, which is safe because the script did not run; any
 other failure is never retried, since a timed-out script may have run. Everything except
 the client calls lives in the sans-I/O core (:mod:`ratekeeper.storage._redis_core`).
+The back-off state of adaptive limits is read and recorded by a second script, under a key
+with the same hash tag as the limit's rates, on the same clock.
 """
 
 from __future__ import annotations
@@ -28,44 +30,14 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 from ratekeeper._algorithms import BoundLimit, Outcome
-from ratekeeper.exceptions import ConfigError
-from ratekeeper.storage._redis_core import SCRIPT, OnStorageError, RedisCore
+from ratekeeper.storage._redis_core import ADAPT_SCRIPT, SCRIPT, OnStorageError, RedisCore
+from ratekeeper.storage._redis_url import client_options
 
 __all__ = ["AsyncRedisStorage", "RedisStorage"]
 
 # What counts as "Redis could not decide": connection and timeout errors, error replies
 # (OOM, READONLY, BUSY...) and the cluster client's own errors.
 _FAILURES = (RedisError, RedisClusterException)
-_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-_RETRY_OPTIONS = ("retry", "retry_on_timeout", "retry_on_error", "cluster_error_retry_attempts")
-
-
-def _client_options(
-    url: str,
-    cluster: bool | None,
-    socket_timeout: float,
-    socket_connect_timeout: float,
-    options: dict[str, Any],
-) -> tuple[str, bool, dict[str, Any]]:
-    """The URL redis-py understands, whether it names a cluster, and the client options."""
-    for name in _RETRY_OPTIONS:
-        if name in options:
-            raise ConfigError(
-                f"{name}= is not accepted: a decision is never retried, because a script "
-                "that timed out may have run"
-            )
-    scheme, sep, rest = url.partition("://")
-    plain = _CLUSTER_SCHEMES.get(scheme.lower())
-    if plain is not None:
-        if cluster is False:
-            raise ConfigError(f"cluster=False contradicts the URL scheme {scheme}://")
-        url, cluster = plain + sep + rest, True
-    options = {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": socket_connect_timeout,
-        **options,
-    }
-    return url, bool(cluster), options
 
 
 class RedisStorage(RedisCore):
@@ -78,6 +50,8 @@ class RedisStorage(RedisCore):
     ``on_storage_error`` decides: ``"raise"`` a :class:`~ratekeeper.StorageError`,
     ``"allow"``, ``"deny"``, or ``"local"`` (decide in this process's memory); then for
     ``retry_interval`` seconds no call touches Redis, and the next one probes it.
+    A client passed in is used as it is: give it short timeouts and no retries, since a
+    decision that timed out may have run and must not run again.
     """
 
     def __init__(
@@ -119,7 +93,7 @@ class RedisStorage(RedisCore):
         The client has 0.25 s socket and connect timeouts and no retries; ``options`` go
         to redis-py's ``from_url`` (``max_connections=``, ``ssl_ca_certs=``, ...).
         """
-        url, is_cluster, kwargs = _client_options(
+        url, is_cluster, kwargs = client_options(
             url, cluster, socket_timeout, socket_connect_timeout, options
         )
         kwargs["retry"] = Retry(NoBackoff(), 0)
@@ -181,6 +155,34 @@ class RedisStorage(RedisCore):
         if self._open_until is not None:
             self._recovered()
 
+    def scale(self, limit: BoundLimit, key: str) -> int:
+        """The back-off scale (permille) in force for ``key`` under an adaptive limit."""
+        return self._adapt(limit, key, None)
+
+    def throttle(self, limit: BoundLimit, key: str, params: tuple[int, int, int, int, int]) -> int:
+        """Record a throttle signal for every process sharing this Redis; returns the scale
+        now in force."""
+        return self._adapt(limit, key, params)
+
+    def _adapt(
+        self, limit: BoundLimit, key: str, params: tuple[int, int, int, int, int] | None
+    ) -> int:
+        if self._open_until is not None and self._skip():
+            return self._adapt_degraded(limit, key, params, None)
+        command = self._adapt_command(limit, key, params)
+        try:
+            try:
+                reply = self._execute(*command)
+            except NoScriptError:
+                self._client.script_load(ADAPT_SCRIPT)
+                reply = self._execute(*command)
+        except _FAILURES as error:
+            self._trip(error)
+            return self._adapt_degraded(limit, key, params, error)
+        if self._open_until is not None:
+            self._recovered()
+        return int(reply)
+
     def close(self) -> None:
         """Close the client if :meth:`from_url` made it; a client passed in is the caller's."""
         if self._owned:
@@ -235,7 +237,7 @@ class AsyncRedisStorage(RedisCore):
     ) -> AsyncRedisStorage:
         """A storage with its own asyncio client for ``url``; see
         :meth:`RedisStorage.from_url`. The client connects at the first decision."""
-        url, is_cluster, kwargs = _client_options(
+        url, is_cluster, kwargs = client_options(
             url, cluster, socket_timeout, socket_connect_timeout, options
         )
         kwargs["retry"] = AsyncRetry(NoBackoff(), 0)
@@ -293,6 +295,36 @@ class AsyncRedisStorage(RedisCore):
             return
         if self._open_until is not None:
             self._recovered()
+
+    async def scale(self, limit: BoundLimit, key: str) -> int:
+        """The back-off scale (permille) in force for ``key`` under an adaptive limit."""
+        return await self._adapt(limit, key, None)
+
+    async def throttle(
+        self, limit: BoundLimit, key: str, params: tuple[int, int, int, int, int]
+    ) -> int:
+        """Record a throttle signal for every process sharing this Redis; returns the scale
+        now in force."""
+        return await self._adapt(limit, key, params)
+
+    async def _adapt(
+        self, limit: BoundLimit, key: str, params: tuple[int, int, int, int, int] | None
+    ) -> int:
+        if self._open_until is not None and self._skip():
+            return self._adapt_degraded(limit, key, params, None)
+        command = self._adapt_command(limit, key, params)
+        try:
+            try:
+                reply = await self._execute(*command)
+            except NoScriptError:
+                await self._client.script_load(ADAPT_SCRIPT)
+                reply = await self._execute(*command)
+        except _FAILURES as error:
+            self._trip(error)
+            return self._adapt_degraded(limit, key, params, error)
+        if self._open_until is not None:
+            self._recovered()
+        return int(reply)
 
     async def aclose(self) -> None:
         """Close the client if :meth:`from_url` made it; a client passed in is the caller's."""

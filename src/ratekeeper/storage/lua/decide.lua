@@ -4,6 +4,8 @@
 -- ARGV: now (empty: the server's TIME), cost, max_wait, commit (1/0), TTL slack in ms,
 --       then per rate: algorithm (f, s, l, t), amount, period, capacity, interval.
 -- Reply: {allowed (1/0), available, retry_after, reset_after, binding index (0-based)}.
+-- A step returns five values; they are packed as {allowed, state, available, retry_after,
+-- reset_after} (index 2 may be nil: positions are kept by the table constructor).
 --
 -- Phase 1 decides every rate without writing; only an admitted, committed request with a
 -- cost reaches phase 2, which writes every new state with a relative TTL (never an
@@ -76,10 +78,10 @@ local results = {}
 for i = 1, n do
   local m = meters[i]
   if cost > m.capacity then
-    local peeked = m.step(states[i], now, m, 0, 0)
+    local peeked = {m.step(states[i], now, m, 0, 0)}
     results[i] = {false, nil, peeked[3], NEVER, peeked[5]}
   else
-    results[i] = m.step(states[i], now, m, cost, max_wait)
+    results[i] = {m.step(states[i], now, m, cost, max_wait)}
   end
 end
 local available, reset = results[1][3], results[1][5]
@@ -124,7 +126,7 @@ if wait > 0 and n > 1 then
   local at = now + wait
   for i = 1, n do
     local m = meters[i]
-    results[i] = m.step(states[i], at, m, cost, 0)
+    results[i] = {m.step(states[i], at, m, cost, 0)}
     if not results[i][1] then
       return {0, available, wait, reset, 0}
     end
