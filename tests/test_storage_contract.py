@@ -257,6 +257,23 @@ def test_time_passing_restores_the_amount(timed_rig: Rig, algorithm: Algorithm) 
     assert limiter.hit("w", cost=4).allowed
 
 
+def test_a_changed_token_bucket_is_converted_even_by_a_refusal(timed_rig: Rig) -> None:
+    """A rate change takes effect at the next call, admitted or not: retry_after holds."""
+    rig = timed_rig
+    assert rig.clock is not None
+    limiter, source = rig.limiter({"tb": rig.spec(10, "token-bucket")})
+    assert [limiter.hit("tb").allowed for _ in range(10)] == [True] * 10
+    source.set("tb", rig.spec(20, "token-bucket", burst=10))  # one unit per 3 s, from empty
+    refused = limiter.hit("tb")
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(rig.seconds / 20)
+    rig.clock.advance(rig.seconds / 40)
+    assert not limiter.hit("tb").allowed  # the old bucket (one unit per 6 s) is gone
+    rig.clock.advance(rig.seconds / 40)
+    assert limiter.hit("tb").allowed
+    assert not limiter.hit("tb").allowed
+
+
 def test_wait_reserves_evenly_paced_token_bucket_slots(timed_rig: Rig) -> None:
     """on_exceeded="wait" on a token bucket: calls are paced one interval apart."""
     rig = timed_rig

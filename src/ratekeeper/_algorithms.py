@@ -5,7 +5,10 @@ the instant it expires (from then on it is equivalent to no state at all); a ste
 
     (allowed, new_state, available, retry_after_us, reset_after_us, binding_index)
 
-and never writes anything: the storage decides whether to keep ``new_state``. This tuple
+and never writes anything: the storage keeps ``new_state`` when it is not None. That is
+the state after an admission, or, for a refused token bucket whose rate or burst changed,
+the bucket converted to the new rate (consuming nothing): a change takes effect on the
+next call, admitted or not, so the old bucket never refills at the old rate. This tuple
 is also the storage's reply to the limiter (an *outcome*), so the admitted hot path
 allocates nothing else. ``retry_after_us`` is 0 when admitted now, the wait when admitted
 by reservation (token bucket only), the time until the same cost would be admitted when
@@ -154,9 +157,11 @@ def token_bucket(state: State | None, now: int, m: Meter, cost: int, max_wait: i
     interval = m.interval_us
     capacity = m.capacity
     tat = now
+    converted = False
     if state is not None and state[1] > now:
         tat = state[1]
         if state[2] != interval or state[3] != capacity:
+            converted = True
             # The rate or burst changed: keep the bucket's level (whole units, as in the old
             # bucket), clamped into the new capacity, and refill from there at the new rate.
             level = (state[3] * state[2] - (state[1] - now)) // state[2]
@@ -178,7 +183,8 @@ def token_bucket(state: State | None, now: int, m: Meter, cost: int, max_wait: i
             new_tat - now,
             0,
         )
-    return (False, None, available, wait, tat - now, 0)
+    kept = (tat, tat, interval, capacity) if converted else None
+    return (False, kept, available, wait, tat - now, 0)
 
 
 STEPS: dict[Algorithm, Step] = {
@@ -238,7 +244,9 @@ def decide(
     """Decide all meters of a policy at once: admitted only if every one admits.
 
     The outcome's ``new_state`` is a list with one state per meter when admitted (nothing to
-    write for ``cost == 0``, which is always admitted), else None: a refusal writes nothing.
+    write for ``cost == 0``, which is always admitted). A refusal consumes nothing: its
+    ``new_state`` is None, or a list holding the converted state of each refused token
+    bucket whose rate changed, and None for every other meter.
     """
     results: list[Outcome] = []
     for meter, state in zip(meters, states, strict=True):
@@ -255,7 +263,9 @@ def decide(
     if refused:
         never = [i for i in refused if results[i][3] == NEVER]
         binding = never[0] if never else max(refused, key=lambda i: results[i][3])
-        return (False, None, available, results[binding][3], reset, binding)
+        kept = [None if r[0] else r[1] for r in results]
+        keep = kept if any(state is not None for state in kept) else None
+        return (False, keep, available, results[binding][3], reset, binding)
     wait = max(r[3] for r in results)
     if wait > 0 and len(results) > 1:
         # A reservation must hold every rate at the same future instant, or the rates that

@@ -98,7 +98,7 @@ class MemoryStorage:
                     slot = (meter.slot, key)
                     state = states.get(slot)
                     outcome = meter.step(state, now, meter, cost, max_wait_us)
-                    if commit and outcome[0]:
+                    if commit and outcome[1] is not None:  # admitted, or a bucket converted
                         if state is None and len(states) >= self._sweep_at:
                             self._sweep(now)
                         states[slot] = outcome[1]  # type: ignore[assignment]
@@ -106,11 +106,12 @@ class MemoryStorage:
             slots = [(meter.slot, key) for meter in meters]
             outcome = decide(meters, [states.get(slot) for slot in slots], now, cost, max_wait_us)
             new_states = outcome[1]
-            if commit and outcome[0] and new_states is not None:
+            if commit and new_states is not None:
                 if len(states) >= self._sweep_at:
                     self._sweep(now)
                 for slot, new in zip(slots, new_states, strict=True):  # type: ignore[call-overload]
-                    states[slot] = new
+                    if new is not None:
+                        states[slot] = new
             return outcome
         finally:
             lock.release()

@@ -9,7 +9,8 @@
 --
 -- Phase 1 decides every rate without writing; only an admitted, committed request with a
 -- cost reaches phase 2, which writes every new state with a relative TTL (never an
--- absolute one: `now` may come from a client) of at least 1 ms.
+-- absolute one: `now` may come from a client) of at least 1 ms. A refusal writes nothing
+-- but the conversion of a refused token bucket whose rate changed.
 
 local STEPS = {f = fixed_window, s = sliding_window, l = sliding_log, t = token_bucket}
 
@@ -97,6 +98,16 @@ if cost == 0 then
   return {1, available, 0, reset, tightest(results, n)}
 end
 
+-- Keep state i with a relative TTL (never an absolute one: `now` may come from a client)
+-- of at least 1 ms, plus the slack that an injected clock needs.
+local function write(i, st)
+  local ttl = floordiv(st[0] - now + 999, 1000)
+  if ttl < 1 then
+    ttl = 1
+  end
+  redis.call('SET', KEYS[i], encode(st), 'PX', string.format('%d', ttl + tonumber(ARGV[5])))
+end
+
 local never, refused = nil, nil
 for i = 1, n do
   local r = results[i]
@@ -108,9 +119,20 @@ for i = 1, n do
     end
   end
 end
-if never then
-  return {0, available, NEVER, reset, never - 1}
-elseif refused then
+if never or refused then
+  -- Nothing is consumed; only a refused token bucket whose rate changed keeps its
+  -- conversion (see token_bucket), as _algorithms.decide() does.
+  if ARGV[4] == '1' then
+    for i = 1, n do
+      local r = results[i]
+      if not r[1] and r[2] then
+        write(i, r[2])
+      end
+    end
+  end
+  if never then
+    return {0, available, NEVER, reset, never - 1}
+  end
   return {0, available, results[refused][4], reset, refused - 1}
 end
 
@@ -141,14 +163,8 @@ if wait > 0 and n > 1 then
 end
 
 if ARGV[4] == '1' then
-  local slack = tonumber(ARGV[5])
   for i = 1, n do
-    local st = results[i][2]
-    local ttl = floordiv(st[0] - now + 999, 1000)
-    if ttl < 1 then
-      ttl = 1
-    end
-    redis.call('SET', KEYS[i], encode(st), 'PX', string.format('%d', ttl + slack))
+    write(i, results[i][2])
   end
 end
 return {1, available, wait, reset, tightest(results, n)}

@@ -7,9 +7,11 @@
 local function token_bucket(st, now, m, cost, max_wait)
   local interval, capacity = m.interval, m.capacity
   local tat = now
+  local converted = false
   if st and st[1] > now then
     tat = st[1]
     if st[2] ~= interval or st[3] ~= capacity then
+      converted = true
       -- The rate or burst changed: keep the level (whole units, as in the old bucket),
       -- clamped into the new capacity, and refill from there at the new rate.
       local level = floordiv(st[3] * st[2] - (st[1] - now), st[2])
@@ -32,5 +34,10 @@ local function token_bucket(st, now, m, cost, max_wait)
     end
     return true, {[0] = new_tat, new_tat, interval, capacity}, available, wait, new_tat - now
   end
-  return false, nil, available, wait, tat - now
+  -- A refused bucket whose rate changed is kept converted (nothing consumed).
+  local kept = nil
+  if converted then
+    kept = {[0] = tat, tat, interval, capacity}
+  end
+  return false, kept, available, wait, tat - now
 end
