@@ -254,3 +254,48 @@ def test_methods_and_metadata_on_the_fast_path(path: str) -> None:
     assert Client.call.__name__ == "call"
     assert Client.call.__doc__ == "Call the API."
     assert Client.call.limit_name.endswith("Client.call")  # type: ignore[attr-defined]
+
+
+def test_adapt_after_the_first_call_reaches_a_decorated_function(path: str) -> None:
+    """adapt() and throttle() after a decorated function has run still slow it down."""
+    limiter = Limiter(
+        DictSource({"api": {"rate": "10/minute", "algorithm": "fixed-window"}}),
+        MemoryStorage(clock=ManualClock(1.0)),
+    )
+
+    @limiter.limit("api")
+    def call() -> None:
+        return None
+
+    call()
+    call()
+    limiter.adapt("api")
+    assert limiter.throttle("api") == 0.5
+    admitted = 0
+    for _ in range(10):
+        try:
+            call()
+            admitted += 1
+        except RateLimitExceeded:
+            pass
+    assert admitted == 3  # 5 of the halved rate, 2 of them used before the throttle
+
+
+def test_a_fallback_registered_later_reaches_a_decorated_function(path: str) -> None:
+    """A decorator's rate= registered after another function ran is seen by that one."""
+    limiter = Limiter(DictSource({}), MemoryStorage(clock=ManualClock(1.0)))
+
+    @limiter.limit("jobs", rate="1/minute")
+    def first() -> None:
+        return None
+
+    first()
+    with pytest.raises(RateLimitExceeded):
+        first()
+
+    @limiter.limit("jobs", rate="1/minute")
+    def second() -> None:
+        return None
+
+    with pytest.raises(RateLimitExceeded):
+        second()

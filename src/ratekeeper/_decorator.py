@@ -30,7 +30,7 @@ R = TypeVar("R")
 KeySpec = str | Callable[..., object] | None
 CostSpec = int | Callable[..., int]
 
-_UNBOUND: tuple[object, Any, int, bool] = (object(), None, 0, False)
+_UNBOUND: tuple[object, object, Any, int, bool] = (object(), object(), None, 0, False)
 
 
 def _as_key(value: object) -> str:
@@ -85,9 +85,12 @@ def decorate(
     source = limiter.source
     rebind = limiter.binder(name)
 
-    def refresh() -> tuple[object, BoundLimit, int, bool]:
+    def refresh() -> tuple[object, object, BoundLimit, int, bool]:
+        # The limiter's epoch moves when a fallback, a back-off or a listener is added:
+        # read before the bound, so a change racing this one is seen at the next call.
+        epoch = limiter._epoch
         version, bound = rebind()
-        return version, bound, reservation_us(bound, budget), bound.backoff is not None
+        return version, epoch, bound, reservation_us(bound, budget), bound.backoff is not None
 
     def decorator(fn: Callable[P, R]) -> Callable[P, R]:
         is_coroutine = inspect.iscoroutinefunction(fn)
@@ -109,10 +112,10 @@ def decorate(
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 nonlocal current
-                version, bound, reserve, adaptive = current
-                if source.version is not version:
+                version, epoch, bound, reserve, adaptive = current
+                if source.version is not version or limiter._epoch is not epoch:
                     current = refresh()
-                    version, bound, reserve, adaptive = current
+                    version, epoch, bound, reserve, adaptive = current
                 k = key_const if key_fn is None else _as_key(key_fn(*args, **kwargs))
                 c = cost_const if cost_fn is None else check_cost(cost_fn(*args, **kwargs), name)
                 if adaptive:
@@ -149,10 +152,10 @@ def decorate(
         @functools.wraps(fn)
         async def awrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             nonlocal current
-            version, bound, reserve, adaptive = current
-            if source.version is not version:
+            version, epoch, bound, reserve, adaptive = current
+            if source.version is not version or limiter._epoch is not epoch:
                 current = refresh()
-                version, bound, reserve, adaptive = current
+                version, epoch, bound, reserve, adaptive = current
             k = key_const if key_fn is None else _as_key(key_fn(*args, **kwargs))
             c = cost_const if cost_fn is None else check_cost(cost_fn(*args, **kwargs), name)
             if adaptive:

@@ -70,8 +70,9 @@ def fast_path(
     cell: list[Any] = []
 
     def reconfigure() -> None:
-        # Read in the order the C side compares them, so a change racing this one is seen
-        # at the next call rather than hidden under a newer version.
+        # Read before the bound, so a change racing this one is seen at the next call
+        # rather than hidden under a newer epoch or version.
+        epoch = limiter._epoch
         listeners = limiter._listeners
         version, bound = rebind()
         meters = bound.meters
@@ -84,7 +85,7 @@ def fast_path(
         )
         cell[0].configure(
             version,
-            listeners,
+            epoch,
             enabled,
             ALGORITHM_CODES[meter.algorithm],
             meter.amount,
@@ -100,7 +101,7 @@ def fast_path(
         slow,
         limiter.source,
         limiter,
-        "_listeners",
+        "_epoch",
         storage.table,
         storage.lock,
         storage.clock_us,

@@ -96,6 +96,7 @@ class _Core(Observable):
                 )
             self._fallbacks[name] = policy
             self._cache = (object(), {})
+            self._epoch = object()
 
     def adapt(self, pattern: str, backoff: Backoff | None = None) -> None:
         """Make the limits whose names match ``pattern`` (a name or a glob) adaptive.
@@ -111,6 +112,7 @@ class _Core(Observable):
         kept = tuple(item for item in self._adaptive if item[0] != pattern)
         self._adaptive = (*kept, (pattern, chosen))
         self._cache = (object(), {})
+        self._epoch = object()
 
     def bound(self, name: str) -> BoundLimit:
         """The compiled policy for ``name`` under the source's current content."""

@@ -133,6 +133,14 @@ class Observable:
         self._listeners: tuple[Listener, ...] = ()
         self._stats: StatsListener | None = None
         self._listeners_lock = threading.Lock()
+        # Replaced whenever what a decorated call must do changes without the source's
+        # version moving (listeners here; fallbacks and back-off in the limiter), so the
+        # decorators re-read their limit: one identity test on the hot path.
+        self._epoch: object = object()
+
+    def _set_listeners(self, listeners: tuple[Listener, ...]) -> None:
+        self._listeners = listeners
+        self._epoch = object()
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(decision)`` with every decision made for a caller from now on.
@@ -147,7 +155,7 @@ class Observable:
         if not callable(listener):
             raise TypeError(f"a listener must be callable, got {listener!r}")
         with self._listeners_lock:
-            self._listeners = (*self._listeners, listener)
+            self._set_listeners((*self._listeners, listener))
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop reporting to ``listener`` (once, if it was added more than once).
@@ -160,7 +168,7 @@ class Observable:
                 listeners.remove(listener)
             except ValueError:
                 raise ValueError(f"{listener!r} is not a listener of {self!r}") from None
-            self._listeners = tuple(listeners)
+            self._set_listeners(tuple(listeners))
 
     def notify(self, decision: Decision) -> None:
         """Report ``decision`` to the listeners (the limiter calls this; so may wrappers
@@ -177,7 +185,7 @@ class Observable:
             if self._stats is not None:
                 return
             self._stats = StatsListener()
-            self._listeners = (*self._listeners, self._stats)
+            self._set_listeners((*self._listeners, self._stats))
 
     def stats(self) -> dict[str, LimitStats]:
         """The counters of every limit name seen since :meth:`enable_stats`, by name.
