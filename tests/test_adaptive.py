@@ -133,3 +133,13 @@ def test_scale_policy_scales_amounts_and_burst_but_not_periods() -> None:
     assert [rate.period for rate in scaled.rates] == [1.0, 3600.0]
     assert scaled.burst == 10
     assert scaled.algorithm == "token-bucket"
+
+
+def test_most_specific_adapt_pattern_wins_whatever_the_order() -> None:
+    """adapt("aws.sns.*") beats a later adapt("aws.*") for aws.sns.Publish."""
+    limiter = Limiter(DictSource({"aws.*": "10/minute"}), MemoryStorage(clock=ManualClock()))
+    gentle = Backoff(decrease=0.9)
+    limiter.adapt("aws.sns.*", gentle)
+    limiter.adapt("aws.*", Backoff(decrease=0.5))
+    assert limiter.throttle("aws.sns.Publish") == 0.9
+    assert limiter.throttle("aws.sqs.SendMessage") == 0.5

@@ -196,12 +196,16 @@ def test_stubbed_throttle_lowers_the_effective_rate() -> None:
     assert limiter.peek("aws.sts.AssumeRole", key="us-east-1").rate == Rate(10, 1.0)
 
 
-def test_a_later_adapt_tunes_one_service() -> None:
-    """limiter.adapt() after instrument() gives one service its own back-off."""
+@pytest.mark.parametrize("adapt_first", [True, False])
+def test_a_service_specific_adapt_wins_before_or_after_instrument(adapt_first: bool) -> None:
+    """limiter.adapt("aws.sts.*") gives one service its own back-off, whatever the order."""
     limiter, _ = make({"aws.sts.*": "10/second"})
     sts = boto3.Session(region_name="us-east-1").client("sts")
+    if adapt_first:
+        limiter.adapt("aws.sts.*", Backoff(decrease=0.8, refresh=0.0))
     instrument(sts, limiter)
-    limiter.adapt("aws.sts.*", Backoff(decrease=0.8, refresh=0.0))
+    if not adapt_first:
+        limiter.adapt("aws.sts.*", Backoff(decrease=0.8, refresh=0.0))
     with Stubber(sts) as stubber:
         stubber.add_client_error(
             "get_caller_identity", service_error_code="Throttling", http_status_code=400

@@ -25,6 +25,7 @@ from ratekeeper._observe import Observable
 from ratekeeper._rates import Policy, PolicySpec
 from ratekeeper.exceptions import ConfigError, RateLimitExceeded
 from ratekeeper.sources import DictSource, Source
+from ratekeeper.sources._base import specificity
 from ratekeeper.storage import AsyncStorage, MemoryStorage, Storage
 
 __all__ = ["AsyncLimiter", "Limiter", "OnExceeded"]
@@ -103,14 +104,18 @@ class _Core(Observable):
 
         An adaptive limit's effective rate drops when :meth:`throttle` reports that
         downstream throttled, and recovers after quiet periods, never above the configured
-        rate. The back-off state lives in the storage, so with Redis a throttle seen by one
-        process slows the whole fleet. Decisions show the effective rate.
+        rate. Where several patterns match a name, the most specific wins, as in a source
+        (``aws.sns.*`` over ``aws.*``). The back-off state lives in the storage, so with
+        Redis a throttle seen by one process slows the whole fleet. Decisions show the
+        effective rate.
         """
         if not isinstance(pattern, str) or not pattern:
             raise ConfigError(f"adapt() needs a limit name or pattern, got {pattern!r}")
         chosen = backoff if backoff is not None else Backoff()
-        kept = tuple(item for item in self._adaptive if item[0] != pattern)
-        self._adaptive = (*kept, (pattern, chosen))
+        kept = [item for item in self._adaptive if item[0] != pattern]
+        # Most specific first, by the rule that resolves names in a source.
+        kept.append((pattern, chosen))
+        self._adaptive = tuple(sorted(kept, key=lambda item: specificity(item[0])))
         self._cache = (object(), {})
         self._epoch = object()
 
@@ -141,6 +146,7 @@ class _Core(Observable):
         for pattern, candidate in self._adaptive:
             if fnmatch.fnmatchcase(name, pattern):
                 backoff = candidate
+                break
         return BoundLimit.compile(name, policy, backoff)
 
     def cached_scale(self, bound: BoundLimit, key: str) -> int | None:

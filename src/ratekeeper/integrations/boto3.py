@@ -154,8 +154,8 @@ def instrument(
     Unless ``backoff`` is None, the limits ``{prefix}.*`` become adaptive
     (:meth:`~ratekeeper.Limiter.adapt`): when AWS answers with a throttling error the
     operation's effective rate drops, for every process sharing the limiter's storage.
-    The most recent :meth:`~ratekeeper.Limiter.adapt` wins where patterns overlap: to tune
-    one service, call ``limiter.adapt("aws.sns.*", ...)`` after instrumenting.
+    Where adaptive patterns overlap the most specific wins: to tune one service, call
+    ``limiter.adapt("aws.sns.*", ...)``, before or after instrumenting.
 
     Instrumenting a target again with the same prefix and settings returns the same
     handle; with other settings it is a :class:`~ratekeeper.ConfigError` until the first
