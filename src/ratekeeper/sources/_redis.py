@@ -27,6 +27,7 @@ from ratekeeper.sources._polling import PollingSource, Problem, logger, parse_te
 
 try:
     import redis
+    import redis.cluster
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - the extra is installed in development
@@ -76,7 +77,7 @@ class RedisSource(PollingSource):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.cluster.RedisCluster,
         key: str = "ratekeeper:limits",
         interval: float = 1.0,
         *,
@@ -177,8 +178,10 @@ class RedisSource(PollingSource):
             with self._client.pipeline(transaction=True) as pipe:
                 change(pipe)
                 pipe.hincrby(self._key, VERSION_FIELD, 1)
-                pipe.publish(self._channel, name)
                 pipe.execute()
+            # Outside the transaction: a notification needs no atomicity, and Redis
+            # Cluster refuses PUBLISH in a transaction. A lost one costs an interval.
+            self._client.publish(self._channel, name)
         except redis.RedisError as exc:
             raise StorageError(f"{self!r}: could not write limit {name!r}: {exc}") from exc
         # Read back at once, so this process's next call obeys what it just wrote.
