@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import threading
 from collections.abc import Callable
 
 import freezegun
@@ -24,6 +22,7 @@ from ratekeeper import (
 from ratekeeper._algorithms import BoundLimit, State
 from ratekeeper.testing import ManualClock
 from tests.strategies import ALGORITHMS, SIMULATION, single_policies, starts, timelines
+from tests.stress import race
 
 speedups = _fastpath.speedups
 needs_speedups = pytest.mark.skipif(
@@ -132,11 +131,9 @@ def test_threads_on_both_paths_admit_exactly_the_limit(path: str, algorithm: str
     def work() -> None:
         return None
 
-    barrier = threading.Barrier(6)
     admitted = [0] * 6
 
     def hammer(index: int) -> None:
-        barrier.wait()
         for _ in range(150):
             if index % 2:
                 admitted[index] += limiter.hit("stress").allowed
@@ -147,16 +144,7 @@ def test_threads_on_both_paths_admit_exactly_the_limit(path: str, algorithm: str
             except RateLimitExceeded:
                 pass
 
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(previous)
+    race(6, hammer)
     assert sum(admitted) == 300
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import threading
 from collections.abc import Sequence
 
 import freezegun
@@ -16,6 +14,7 @@ from ratekeeper._algorithms import NEVER, BoundLimit
 from ratekeeper._rates import Algorithm
 from ratekeeper.testing import ManualClock
 from tests.strategies import ALGORITHMS, SIMULATION, single_policies, small_rates
+from tests.stress import race
 
 
 def bound(spec: str | dict[str, object], name: str = "test") -> BoundLimit:
@@ -31,25 +30,14 @@ def test_threads_admit_exactly_the_limit(algorithm: Algorithm) -> None:
     """8 threads x 200 hits on a 500-per-day limit: exactly 500 are admitted."""
     storage = MemoryStorage(clock=ManualClock())
     limiter = Limiter(DictSource({"stress": table(algorithm, "500/day")}), storage)
-    barrier = threading.Barrier(8)
     admitted = [0] * 8
 
     def hammer(index: int) -> None:
-        barrier.wait()
         for _ in range(200):
             if limiter.hit("stress").allowed:
                 admitted[index] += 1
 
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(previous)
+    race(8, hammer)
     assert sum(admitted) == 500
 
 

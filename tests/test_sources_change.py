@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from ratekeeper import (
 )
 from ratekeeper._rates import Algorithm, PolicySpec
 from ratekeeper.testing import ManualClock
+from tests.stress import fast_switching
 
 WINDOWS: tuple[Algorithm, ...] = ("fixed-window", "sliding-window", "sliding-log")
 
@@ -262,9 +262,7 @@ def hammer(limiter: Limiter, change: Callable[[bool], None], old: Policy, new: P
             change(flip)
             flip = not flip
 
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with fast_switching():
         workers = [threading.Thread(target=work) for _ in range(4)]
         swapper = threading.Thread(target=changer)
         swapper.start()
@@ -274,8 +272,6 @@ def hammer(limiter: Limiter, change: Callable[[bool], None], old: Policy, new: P
             worker.join()
         stop.set()
         swapper.join()
-    finally:
-        sys.setswitchinterval(previous)
     assert errors == []
     assert len(decisions) == 600
     policies = {policy for policy, _, _, _ in decisions}
