@@ -36,7 +36,16 @@ import token_bucket
 
 import ratekeeper
 from _timing import Case, Result, machine, markdown_table, measure
-from ratekeeper import ChainSource, DictSource, EnvSource, FileSource, Limiter, Policy, Rate
+from ratekeeper import (
+    ChainSource,
+    DictSource,
+    EnvSource,
+    FileSource,
+    Limiter,
+    Policy,
+    Rate,
+    _fastpath,
+)
 
 Algorithm = Literal["fixed-window", "sliding-window", "sliding-log", "token-bucket"]
 ALGORITHMS: tuple[Algorithm, ...] = (
@@ -59,6 +68,7 @@ RATELIMIT = "ratelimit @limits"
 LIMITS_FIXED = "limits FixedWindowRateLimiter.hit"
 LIMITS_MOVING = "limits MovingWindowRateLimiter.hit"
 NAMED = "ratekeeper Limiter.limit(name) via "
+PURE = "ratekeeper @limit sliding-window, pure Python"
 SOURCES = ("DictSource", "FileSource", "RedisSource", "ChainSource")
 PACKAGES = ("ratekeeper", "limits", "pyrate-limiter", "throttled-py", "ratelimit", "token-bucket")
 
@@ -75,6 +85,9 @@ NOTES = (
     "(see 'calls').",
     "pyrate-limiter's InMemoryBucket is a log too, but it skips the scan while the log "
     "holds fewer items than the limit, so its admitted call does not grow with the log.",
+    "ratekeeper's decorated calls run their admitted path in a C extension when it is "
+    f"built (it is, here); the {PURE!r} row is the same call on the pure-Python path, "
+    "which serves where the extension is not built.",
     "Denied rows: a limit of 1/day, hit once before timing. Limiter.hit builds a "
     "Decision each time; limits' hit returns a bool.",
     f"{NAMED}...: the policy is read from that source (counting in memory); FileSource and "
@@ -97,6 +110,13 @@ def ratekeeper_cases() -> list[Case]:
         else:
             decorated = ratekeeper.limit(HUGE, algorithm=algorithm)(work)
         cases.append(Case(f"ratekeeper @limit {algorithm}", "call()", {"call": decorated}))
+    # The same call where the C extension is not built (or RATEKEEPER_PURE_PYTHON=1).
+    speedups, _fastpath.speedups = _fastpath.speedups, None
+    try:
+        pure = ratekeeper.limit(HUGE)(work)
+    finally:
+        _fastpath.speedups = speedups
+    cases.append(Case(PURE, "call()", {"call": pure}))
 
     named = Limiter(DictSource({"bench.named": HUGE}))
     cases.append(Case(f"{NAMED}DictSource", "call()", {"call": named.limit("bench.named")(work)}))
