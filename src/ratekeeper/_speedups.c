@@ -675,6 +675,13 @@ slow:
     return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
 }
 
+static PyObject *Limited_repr(LimitedObject *self) {
+    if (self->fn == NULL) {
+        return PyUnicode_FromString("<limited function>");
+    }
+    return PyUnicode_FromFormat("<limited %R>", self->fn);
+}
+
 static PyObject *Limited_descr_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type)) {
     if (obj == NULL || obj == Py_None) {
         return Py_NewRef(self);
@@ -716,7 +723,11 @@ static PyTypeObject LimitedType = {
     .tp_vectorcall_offset = offsetof(LimitedObject, vectorcall),
     .tp_getattro = PyObject_GenericGetAttr,
     .tp_setattro = PyObject_GenericSetAttr,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    /* METHOD_DESCRIPTOR: __get__ binds like a function's, so `obj.method(...)` may call us
+     * with obj first instead of building a bound method. */
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_repr = (reprfunc)Limited_repr,
     .tp_doc = "A function limited by ratekeeper (the admitted path runs in C).",
     .tp_traverse = (traverseproc)Limited_traverse,
     .tp_clear = (inquiry)Limited_clear,
