@@ -144,3 +144,65 @@ backoff_params = st.tuples(
     st.integers(0, 5_000_000),
 )
 """Back-off parameters as a storage receives them: permille and microseconds."""
+
+
+# Hostile input. Pieces of the rate grammar, separators, and the characters that break
+# naive parsers and key builders, so random strings land near the interesting edges.
+_HOSTILE_PIECES = [
+    "10", "0", "-1", "1.5", "99999999999999999999", "1" * 30, "/", " per ", "second",
+    "minutes", "hour", "years", "fortnight", ";", ",", "|", " ", "\t", "\n", "\x00",
+    "\ud800", "\udfff", "{", "}", ":", "*", "?", "[", "]", "%", "#", "\\", '"', "'", "½",
+    "٣", "ﬀ", "=", ".",
+]  # fmt: skip
+
+
+def hostile_text(max_size: int = 12) -> st.SearchStrategy[str]:
+    """Any text (NUL and lone surrogates included), often built from grammar pieces."""
+    anything = st.text(st.characters(exclude_categories=()), max_size=max_size * 3)
+    pieces = st.lists(st.sampled_from(_HOSTILE_PIECES), max_size=max_size).map("".join)
+    rates = rate_texts().map(lambda pair: pair[0])
+    glued = st.tuples(rates, st.sampled_from(_HOSTILE_PIECES), rates).map("".join)
+    return st.one_of(anything, pieces, rates, glued)
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, -1, 2**53, 2**63, 10**12 + 1, 10**400]),
+    st.floats(),  # NaN and infinities included
+    hostile_text(),
+)
+
+
+def junk_values(max_leaves: int = 10) -> st.SearchStrategy[object]:
+    """JSON-like values of any shape: scalars (huge, NaN, infinite, odd text), lists, tables."""
+    return st.recursive(
+        _SCALARS,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(hostile_text(), inner, max_size=4)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def spec_tables() -> st.SearchStrategy[dict[str, object]]:
+    """Limit tables mixing valid settings, junk values and unknown keys."""
+    valid = {
+        "rate": rate_texts().map(lambda pair: pair[0]),
+        "algorithm": st.sampled_from(ALGORITHMS),
+        "burst": st.integers(1, 100),
+        "mode": st.sampled_from(["enforce", "shadow"]),
+    }
+    setting = st.sampled_from(sorted(valid)).flatmap(
+        lambda key: st.tuples(st.just(key), st.one_of(valid[key], valid[key], junk_values(3)))
+    )
+    unknown = st.tuples(hostile_text(), junk_values(3))
+    return st.lists(st.one_of(setting, setting, setting, unknown), max_size=5).map(dict)
+
+
+def specs() -> st.SearchStrategy[object]:
+    """What a config source may map a limit name to: good, bad and nonsensical."""
+    return st.one_of(
+        rate_texts().map(lambda pair: pair[0]), hostile_text(), spec_tables(), junk_values(4)
+    )

@@ -268,3 +268,13 @@ def test_fast_decision_builder_equals_the_dataclass() -> None:
     built = make_decision(*fields)
     assert built == Decision(*fields)
     assert [getattr(built, f.name) for f in dataclasses.fields(Decision)] == list(fields)
+
+
+def test_non_string_keys_are_the_same_key_as_their_str() -> None:
+    """hit(key=5) and hit(key="5") count against one key, as the decorators' keys do."""
+    limiter, _, _, _ = make({"jobs": "2/minute"})
+    assert limiter.hit("jobs", key=5).allowed  # type: ignore[arg-type]
+    assert limiter.hit("jobs", key="5").allowed
+    assert not limiter.peek("jobs", key=5).allowed  # type: ignore[arg-type]
+    limiter.reset("jobs", key=5)  # type: ignore[arg-type]
+    assert limiter.peek("jobs", key="5").remaining == 2

@@ -23,7 +23,7 @@ from ratekeeper.exceptions import ConfigError
 if TYPE_CHECKING:
     from ratekeeper._limiter import AsyncLimiter, Limiter, OnExceeded
 
-__all__ = ["KeySpec", "decorate", "limit"]
+__all__ = ["KeySpec", "as_key", "decorate", "limit"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,7 +33,8 @@ CostSpec = int | Callable[..., int]
 _UNBOUND: tuple[object, object, Any, int, bool] = (object(), object(), None, 0, False)
 
 
-def _as_key(value: object) -> str:
+def as_key(value: object) -> str:
+    """A key as the storages take it: a string, or ``str()`` of anything else."""
     return value if isinstance(value, str) else str(value)
 
 
@@ -116,7 +117,7 @@ def decorate(
                 if source.version is not version or limiter._epoch is not epoch:
                     current = refresh()
                     version, epoch, bound, reserve, adaptive = current
-                k = key_const if key_fn is None else _as_key(key_fn(*args, **kwargs))
+                k = key_const if key_fn is None else as_key(key_fn(*args, **kwargs))
                 c = cost_const if cost_fn is None else check_cost(cost_fn(*args, **kwargs), name)
                 if adaptive:
                     bound = effective(storage, bound, k)
@@ -156,7 +157,7 @@ def decorate(
             if source.version is not version or limiter._epoch is not epoch:
                 current = refresh()
                 version, epoch, bound, reserve, adaptive = current
-            k = key_const if key_fn is None else _as_key(key_fn(*args, **kwargs))
+            k = key_const if key_fn is None else as_key(key_fn(*args, **kwargs))
             c = cost_const if cost_fn is None else check_cost(cost_fn(*args, **kwargs), name)
             if adaptive:
                 bound = await aeffective(astorage, bound, k)

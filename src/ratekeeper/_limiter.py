@@ -20,7 +20,7 @@ from typing import Literal, ParamSpec, TypeVar
 from ratekeeper._adaptive import FULL, Backoff, scale_policy
 from ratekeeper._algorithms import NEVER, BoundLimit, Outcome
 from ratekeeper._decision import Decision, make_decision
-from ratekeeper._decorator import CostSpec, KeySpec, decorate
+from ratekeeper._decorator import CostSpec, KeySpec, as_key, decorate
 from ratekeeper._observe import Observable
 from ratekeeper._rates import Policy, PolicySpec
 from ratekeeper.exceptions import ConfigError, RateLimitExceeded
@@ -126,7 +126,10 @@ class _Core(Observable):
         if cached_version is not version:
             table = {}
             self._cache = (version, table)
-        bound = table.get(name)
+        try:
+            bound = table.get(name)
+        except TypeError:  # unhashable: not a name at all
+            raise ConfigError(f"a limit name must be a non-empty string, got {name!r}") from None
         if bound is None:
             bound = table[name] = self._bind(name)
         return bound
@@ -340,6 +343,8 @@ class Limiter(_Core):
 
     ``source`` defaults to an empty :class:`~ratekeeper.DictSource` and ``storage`` to a
     :class:`~ratekeeper.MemoryStorage`. ``sleep`` is how waits happen (tests inject one).
+    A ``key`` says who is limited; one that is not a string is turned into one with
+    ``str()``, as the decorators do, so ``5`` and ``"5"`` are the same key everywhere.
     """
 
     def __init__(
@@ -365,6 +370,7 @@ class Limiter(_Core):
 
     def hit(self, name: str, key: str = "", cost: int = 1) -> Decision:
         """Try to consume ``cost`` from ``key`` under the limit ``name``; never blocks."""
+        key = key if type(key) is str else as_key(key)
         bound = self.effective(self._storage, self.bound(name), key)
         cost = check_cost(cost, name)
         decision = self.decision(bound, key, cost, self._storage.decide(bound, key, cost, 0, True))
@@ -374,6 +380,7 @@ class Limiter(_Core):
 
     def peek(self, name: str, key: str = "", cost: int = 1) -> Decision:
         """The decision ``hit`` would give now, consuming nothing."""
+        key = key if type(key) is str else as_key(key)
         bound = self.effective(self._storage, self.bound(name), key)
         cost = check_cost(cost, name)
         outcome = self._storage.decide(bound, key, cost, 0, False)
@@ -387,6 +394,7 @@ class Limiter(_Core):
         Raises :class:`~ratekeeper.RateLimitExceeded` when the wait would pass the timeout
         (without waiting for nothing) or when the cost can never be admitted.
         """
+        key = key if type(key) is str else as_key(key)
         cost = check_cost(cost, name)
         budget = check_wait(timeout, "timeout")
         budget_s = math.inf if budget is None else budget
@@ -395,6 +403,7 @@ class Limiter(_Core):
 
     def reset(self, name: str, key: str = "") -> None:
         """Forget what ``key`` has consumed under the limit ``name``."""
+        key = key if type(key) is str else as_key(key)
         self._storage.reset(self.bound(name), key)
 
     def throttle(self, name: str, key: str = "") -> float:
@@ -403,6 +412,7 @@ class Limiter(_Core):
         The effective rate drops by the back-off's ``decrease`` (once per cooldown);
         returns the fraction of the configured rate now in force.
         """
+        key = key if type(key) is str else as_key(key)
         bound, backoff = self.backoff_of(name)
         scale = self._storage.throttle(bound, key, backoff.params)
         self.remember_scale(bound, key, scale)
@@ -467,6 +477,7 @@ class AsyncLimiter(_Core):
 
     async def hit(self, name: str, key: str = "", cost: int = 1) -> Decision:
         """Try to consume ``cost`` from ``key`` under the limit ``name``; never waits."""
+        key = key if type(key) is str else as_key(key)
         bound = await self.effective_async(self._storage, self.bound(name), key)
         cost = check_cost(cost, name)
         outcome = await self._storage.decide(bound, key, cost, 0, True)
@@ -477,6 +488,7 @@ class AsyncLimiter(_Core):
 
     async def peek(self, name: str, key: str = "", cost: int = 1) -> Decision:
         """The decision ``hit`` would give now, consuming nothing."""
+        key = key if type(key) is str else as_key(key)
         bound = await self.effective_async(self._storage, self.bound(name), key)
         cost = check_cost(cost, name)
         outcome = await self._storage.decide(bound, key, cost, 0, False)
@@ -486,6 +498,7 @@ class AsyncLimiter(_Core):
         self, name: str, key: str = "", cost: int = 1, *, timeout: float | None = None
     ) -> Decision:
         """Consume ``cost``, waiting as long as needed up to ``timeout`` seconds."""
+        key = key if type(key) is str else as_key(key)
         cost = check_cost(cost, name)
         budget = check_wait(timeout, "timeout")
         budget_s = math.inf if budget is None else budget
@@ -494,10 +507,12 @@ class AsyncLimiter(_Core):
 
     async def reset(self, name: str, key: str = "") -> None:
         """Forget what ``key`` has consumed under the limit ``name``."""
+        key = key if type(key) is str else as_key(key)
         await self._storage.reset(self.bound(name), key)
 
     async def throttle(self, name: str, key: str = "") -> float:
         """Report that downstream throttled ``key``; see :meth:`Limiter.throttle`."""
+        key = key if type(key) is str else as_key(key)
         bound, backoff = self.backoff_of(name)
         scale = await self._storage.throttle(bound, key, backoff.params)
         self.remember_scale(bound, key, scale)

@@ -178,17 +178,33 @@ static inline int item(PyObject *state, Py_ssize_t i, i64 *out) {
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* The new state as a tuple of `values`.  Items equal to the old state's at the same
- * place are shared rather than allocated again; and when only the table refers to the
- * old state (`reuse`), it is updated in place: nobody else can see it, and the decision
- * then allocates nothing but the integers that changed.  Returns a new reference. */
-static PyObject *tuple_of(i64 *values, Py_ssize_t n, PyObject *old, int reuse) {
+/* The integer for values[i]: the old state's item that holds it, where item i came from
+ * old item i + shift (a log whose oldest entries expired), or a new one.  New reference. */
+static inline PyObject *value_at(i64 *values, Py_ssize_t i, PyObject *old, Py_ssize_t old_n,
+                                 Py_ssize_t shift) {
+    Py_ssize_t j = i == 0 ? 0 : i + shift;
+    if (j < old_n) {
+        PyObject *candidate = PyTuple_GET_ITEM(old, j);
+        if (PyLong_AsLongLong(candidate) == values[i]) {
+            return Py_NewRef(candidate);
+        }
+    }
+    return PyLong_FromLongLong(values[i]);
+}
+
+/* The new state as a tuple of `values`.  Integers the old state already holds are shared
+ * rather than allocated again (see value_at); and when only the table refers to the old
+ * state (`reuse`), it is updated in place: nobody else can see it, and the decision then
+ * allocates nothing but the integers that changed.  Returns a new reference. */
+static PyObject *tuple_of(i64 *values, Py_ssize_t n, PyObject *old, int reuse,
+                          Py_ssize_t shift) {
     Py_ssize_t old_n = old == NULL ? 0 : PyTuple_GET_SIZE(old);
     if (reuse && old_n == n) {
+        /* Ascending: item i + shift is read before it is itself replaced. */
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *item = PyTuple_GET_ITEM(old, i);
             if (PyLong_AsLongLong(item) != values[i]) {
-                PyObject *v = PyLong_FromLongLong(values[i]);
+                PyObject *v = value_at(values, i, old, old_n, shift);
                 if (v == NULL) {
                     return NULL; /* the state is still whole: items are swapped one by one */
                 }
@@ -203,15 +219,10 @@ static PyObject *tuple_of(i64 *values, Py_ssize_t n, PyObject *old, int reuse) {
         return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v;
-        if (i < old_n && PyLong_AsLongLong(PyTuple_GET_ITEM(old, i)) == values[i]) {
-            v = Py_NewRef(PyTuple_GET_ITEM(old, i));
-        } else {
-            v = PyLong_FromLongLong(values[i]);
-            if (v == NULL) {
-                Py_DECREF(t);
-                return NULL;
-            }
+        PyObject *v = value_at(values, i, old, old_n, shift);
+        if (v == NULL) {
+            Py_DECREF(t);
+            return NULL;
         }
         PyTuple_SET_ITEM(t, i, v);
     }
@@ -244,7 +255,7 @@ static int decide_step(const Meter *m, PyObject *state, i64 now, PyObject **out,
             return 0;
         }
         i64 values[3] = {(index + 1) * m->period, index, count + m->cost};
-        *out = tuple_of(values, 3, state, reuse);
+        *out = tuple_of(values, 3, state, reuse, 0);
         return *out == NULL ? -1 : 1;
     }
     case ALG_SLIDING_WINDOW: {
@@ -273,7 +284,7 @@ static int decide_step(const Meter *m, PyObject *state, i64 now, PyObject **out,
             return 0;
         }
         i64 values[4] = {(index + 2) * period, index, current + m->cost, previous};
-        *out = tuple_of(values, 4, state, reuse);
+        *out = tuple_of(values, 4, state, reuse, 0);
         return *out == NULL ? -1 : 1;
     }
     case ALG_SLIDING_LOG: {
@@ -281,26 +292,35 @@ static int decide_step(const Meter *m, PyObject *state, i64 now, PyObject **out,
         if (state != NULL && (size < 1 || size % 2 != 1)) {
             goto bad;
         }
-        i64 *live = PyMem_Malloc(sizeof(i64) * (size_t)(size + 3)); /* expiry + pairs + one */
+        /* expiry + pairs + one more pair; on the stack while the log is short */
+        i64 small[64];
+        i64 *live = size + 3 <= 64 ? small : PyMem_Malloc(sizeof(i64) * (size_t)(size + 3));
         if (live == NULL) {
             PyErr_NoMemory();
             return -1;
         }
         Py_ssize_t n = 1; /* live[0] is the expiry, filled in below */
+        Py_ssize_t shift = 0; /* items of expired entries: a prefix, since times ascend */
         for (Py_ssize_t i = 1; i + 1 < size; i += 2) {
             i64 t, u;
             if (item(state, i, &t) || item(state, i + 1, &u)) {
-                PyMem_Free(live);
+                if (live != small) {
+                    PyMem_Free(live);
+                }
                 return -1;
             }
             if (t > horizon) {
                 live[n++] = t;
                 live[n++] = u;
                 used += u;
+            } else if (n == 1) {
+                shift += 2;
             }
         }
         if (used + m->cost > m->amount) {
-            PyMem_Free(live);
+            if (live != small) {
+                PyMem_Free(live);
+            }
             return 0;
         }
         i64 at = now;
@@ -312,8 +332,10 @@ static int decide_step(const Meter *m, PyObject *state, i64 now, PyObject **out,
             live[n++] = m->cost;
         }
         live[0] = at + m->period;
-        *out = tuple_of(live, n, state, reuse);
-        PyMem_Free(live);
+        *out = tuple_of(live, n, state, reuse, shift);
+        if (live != small) {
+            PyMem_Free(live);
+        }
         return *out == NULL ? -1 : 1;
     }
     case ALG_TOKEN_BUCKET: {
@@ -342,7 +364,7 @@ static int decide_step(const Meter *m, PyObject *state, i64 now, PyObject **out,
             return 0;
         }
         i64 values[4] = {new_tat, new_tat, interval, capacity};
-        *out = tuple_of(values, 4, state, reuse);
+        *out = tuple_of(values, 4, state, reuse, 0);
         return *out == NULL ? -1 : 1;
     }
     }

@@ -65,6 +65,8 @@ def parse_limits(
         document = _load_document(text, fmt, origin, lines, problems)
     except ValueError as exc:
         return {}, [_syntax_problem(exc, fmt, origin, len(lines))]
+    except RecursionError:  # both parsers recurse per nesting level
+        return {}, [Problem(origin, None, None, f"{fmt.upper()} error: nested too deeply")]
     if not isinstance(document, Mapping):
         return {}, [Problem(origin, 1, None, "the document must be a table with a 'limits' table")]
     for key in document:
@@ -257,6 +259,8 @@ def _syntax_problem(exc: ValueError, fmt: str, origin: str, count: int) -> Probl
             origin, exc.lineno, None, f"JSON syntax error: {exc.msg} (column {exc.colno})"
         )
     message = str(exc)
+    if fmt == "json":  # a ValueError from the JSON parser itself (an integer too long)
+        return Problem(origin, None, None, f"JSON error: {message}")
     match = _TOML_WHERE.search(message)
     line: int | None = None
     if match is not None:

@@ -79,6 +79,10 @@ def parse_text(value: str) -> Policy:
             spec = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"invalid JSON table: {exc.msg} (column {exc.colno})") from None
+        except ValueError as exc:  # an integer past Python's digit limit
+            raise ConfigError(f"invalid JSON table: {exc}") from None
+        except RecursionError:
+            raise ConfigError("invalid JSON table: nested too deeply") from None
         return Policy.parse(spec)
     return Policy.parse(text)
 
