@@ -24,7 +24,8 @@ extensions = [
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build"]
+# _results holds the benchmarks' reports, included by performance.md.
+exclude_patterns = ["_build", "_results"]
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 

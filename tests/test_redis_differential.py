@@ -4,6 +4,7 @@ give identical outcomes on MemoryStorage and on RedisStorage at the same ManualC
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -86,9 +87,16 @@ def test_memory_and_redis_decide_alike(
 
 
 def stored(admin: redis.Redis, storage: RedisStorage, limit: BoundLimit, key: str) -> list[str]:
-    """The state of every rate of ``key`` as the script stored it ("" when absent)."""
+    """The state of every rate of ``key`` as the script stored it, written out as text
+    ("" when absent)."""
     values = admin.mget(storage.keys(limit, key))
-    return [value.decode() if isinstance(value, bytes) else "" for value in values]
+    return [unpacked(value) if isinstance(value, bytes) else "" for value in values]
+
+
+def unpacked(value: bytes) -> str:
+    """A stored state (little-endian doubles) as its integers; a fraction would show."""
+    numbers = struct.unpack(f"<{len(value) // 8}d", value)
+    return " ".join(str(int(x)) if x.is_integer() else repr(x) for x in numbers)
 
 
 def kept(memory: MemoryStorage, limit: BoundLimit, key: str) -> list[str]:

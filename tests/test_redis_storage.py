@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import re
 import subprocess
 import threading
@@ -30,6 +31,7 @@ from ratekeeper import (
     ConfigError,
     DictSource,
     Limiter,
+    MemoryStorage,
     Policy,
     Rate,
     RedisStorage,
@@ -90,6 +92,18 @@ def server_keys(url: str) -> dict[bytes, int]:
 def commandstats(client: redis.Redis) -> dict[str, int]:
     stats = client.info("commandstats")
     return {name: int(entry["calls"]) for name, entry in stats.items()}
+
+
+def settled_evalsha_calls(client: redis.Redis, expected: int) -> int:
+    """The EVALSHA calls the server has run, once it has run ``expected`` of them (or after
+    two seconds): a call sent on a connection that timed out runs when the server gets
+    to it, which may be after commands another client sent later."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        calls = commandstats(client).get("cmdstat_evalsha", 0)
+        if calls >= expected or time.monotonic() > deadline:
+            return calls
+        time.sleep(0.01)
 
 
 def test_from_url_has_short_timeouts_no_retries_and_hiredis(redis_url: str) -> None:
@@ -199,7 +213,7 @@ def test_an_existing_client_is_used_and_left_open(redis_url: str) -> None:
     assert limiter.hit("w").allowed
     storage.close()
     assert client.ping()
-    assert all(key.startswith(b"mine:v1:{w|}") for key in client.scan_iter())
+    assert all(key.startswith(b"mine:v2:{w|}") for key in client.scan_iter())
     client.close()
 
 
@@ -277,7 +291,7 @@ def test_a_decision_is_never_retried_after_a_timeout() -> None:
         with pytest.raises(StorageError, match="Timeout"):
             storage.decide(limit, "k", 1)
         sleeper.join()
-        assert commandstats(admin)["cmdstat_evalsha"] == 1
+        assert settled_evalsha_calls(admin, 1) == 1
         # The timed-out call did run once on the server: 2 units used in all, not 3.
         assert storage.decide(limit, "k", 1, commit=False)[2] == 3
         for client in (admin, probe):
@@ -453,3 +467,178 @@ def test_async_throttle_is_shared_with_sync_processes(redis_url: str) -> None:
         limiter = Limiter(DictSource({"aws.sqs.SendMessage": "8/second"}), storage)
         limiter.adapt("aws.*", Backoff(refresh=0.0))
         assert limiter.peek("aws.sqs.SendMessage").rate == Rate(4, 1.0)
+
+
+# The sync and asyncio storages send decisions on connections they keep from the client's
+# pool (ratekeeper.storage._redis_lanes): these pin down what that path must get right.
+
+
+def test_close_returns_the_kept_connection_to_the_pool(redis_url: str) -> None:
+    """Decisions keep one connection of the client's pool; close() hands it back."""
+    pool = redis.BlockingConnectionPool.from_url(redis_url, max_connections=1, timeout=0.05)
+    client = redis.Redis(connection_pool=pool)
+    storage = RedisStorage(client)
+    limiter = Limiter(DictSource({"w": "100/minute", "a": "100/minute"}), storage)
+    limiter.adapt("a", Backoff(refresh=0.0))
+    # Script loads, resets and back-off calls take the same connection: nothing starves.
+    assert [limiter.hit("w").remaining for _ in range(3)] == [99, 98, 97]
+    limiter.reset("w")
+    assert limiter.throttle("a") == 0.5
+    with pytest.raises(redis.ConnectionError, match="No connection available"):
+        client.ping()
+    storage.close()
+    assert client.ping()
+    assert limiter.hit("w").remaining == 99  # the connection is taken again
+    storage.close()
+    client.close()
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced(redis_url: str) -> None:
+    """After the server drops the kept connection, the next decision reconnects and counts."""
+    admin = redis.Redis.from_url(redis_url)
+    with RedisStorage.from_url(redis_url, retry_interval=60.0) as storage:
+        limiter = Limiter(DictSource({"w": "100/minute"}), storage)
+        assert limiter.hit("w").remaining == 99
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        assert limiter.hit("w").remaining == 98
+        assert storage.failure_counts() == {}
+    admin.close()
+
+
+def test_async_connection_the_server_closed_while_idle_is_replaced(redis_url: str) -> None:
+    """The asyncio storage, too, replaces a kept connection the server has closed."""
+    admin = redis.Redis.from_url(redis_url)
+
+    async def scenario() -> list[int]:
+        async with AsyncRedisStorage.from_url(redis_url, retry_interval=60.0) as storage:
+            limiter = AsyncLimiter(DictSource({"w": "100/minute"}), storage)
+            first = (await limiter.hit("w")).remaining
+            assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+            await asyncio.sleep(0.02)  # idle: the loop sees the connection close
+            second = (await limiter.hit("w")).remaining
+            assert storage.failure_counts() == {}
+            return [first, second]
+
+    assert asyncio.run(scenario()) == [99, 98]
+    admin.close()
+
+
+def test_async_decision_that_times_out_is_not_retried() -> None:
+    """An asyncio decision past socket_timeout raises StorageError; it ran exactly once."""
+    with redis_server("--enable-debug-command", "yes") as server:
+        admin = redis.Redis.from_url(server.url)
+        limit = BoundLimit.compile("w", Policy.parse({"rate": "5/minute"}))
+
+        async def scenario() -> int:
+            storage = AsyncRedisStorage.from_url(server.url, socket_timeout=0.05, retry_interval=0)
+            await storage.decide(limit, "k", 1)  # connected, script loaded
+            admin.config_resetstat()
+            sleeper = asyncio.create_task(
+                asyncio.to_thread(admin.execute_command, "DEBUG", "SLEEP", "0.4")
+            )
+            await asyncio.sleep(0.1)  # the server is asleep now
+            started = time.monotonic()
+            with pytest.raises(StorageError, match="Timeout"):
+                await storage.decide(limit, "k", 1)
+            assert time.monotonic() - started < 0.3
+            await sleeper
+            assert settled_evalsha_calls(admin, 1) == 1
+            outcome = await storage.decide(limit, "k", 1, commit=False)
+            await storage.aclose()
+            return outcome[2]
+
+        # The timed-out call did run once on the server: 2 units used in all, not 3.
+        assert asyncio.run(scenario()) == 3
+        assert commandstats(admin)["cmdstat_evalsha"] == 2
+        admin.close()
+
+
+def test_cancelling_an_async_decision_cancels_it_and_keeps_the_storage_usable() -> None:
+    """A task cancelled while its decision is in flight sees CancelledError, not a
+    timeout, and later decisions work."""
+    with redis_server("--enable-debug-command", "yes") as server:
+        admin = redis.Redis.from_url(server.url)
+        limit = BoundLimit.compile("w", Policy.parse({"rate": "5/minute"}))
+
+        async def scenario() -> int:
+            async with AsyncRedisStorage.from_url(server.url, socket_timeout=1.0) as storage:
+                await storage.decide(limit, "k", 1)
+                sleeper = asyncio.create_task(
+                    asyncio.to_thread(admin.execute_command, "DEBUG", "SLEEP", "0.3")
+                )
+                await asyncio.sleep(0.05)
+                decision = asyncio.create_task(storage.decide(limit, "k", 1))
+                await asyncio.sleep(0.05)
+                decision.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await decision
+                await sleeper
+                assert storage.failure_counts() == {}
+                return (await storage.decide(limit, "k", 1, commit=False))[2]
+
+        assert asyncio.run(scenario()) == 3
+        admin.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_share_the_parents_connection(redis_url: str) -> None:
+    """A child forked after decisions opens its own connection: both processes count."""
+    with RedisStorage.from_url(redis_url) as storage:
+        limiter = Limiter(DictSource({"w": "100/minute"}), storage)
+        assert limiter.hit("w").remaining == 99
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            code = 1
+            try:
+                code = 0 if all(limiter.hit("w").allowed for _ in range(20)) else 1
+            finally:
+                os._exit(code)
+        mine = [limiter.hit("w").allowed for _ in range(20)]
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert all(mine)
+        assert limiter.peek("w").remaining == 100 - 41
+
+
+def test_clients_the_fast_path_does_not_cover_use_execute_command(redis_url: str) -> None:
+    """A client subclass and a single-connection client are used through execute_command."""
+    calls: list[object] = []
+
+    class Recording(redis.Redis):
+        def execute_command(self, *args: Any, **options: Any) -> Any:
+            calls.append(args[0])
+            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    for client in (
+        Recording.from_url(redis_url),
+        redis.Redis.from_url(redis_url, single_connection_client=True),
+    ):
+        limiter = Limiter(DictSource({"w": "100/minute"}), RedisStorage(client))
+        limiter.reset("w")
+        assert [limiter.hit("w").remaining for _ in range(2)] == [99, 98]
+        client.close()
+    assert calls.count("EVALSHA") >= 2
+
+
+def test_a_long_sliding_log_decides_like_memory(redis_url: str) -> None:
+    """A log of hundreds of entries, stored and read in several chunks, decides as
+    MemoryStorage does, refusals and expiry included."""
+    clock = ManualClock(1000.0)
+    limit = BoundLimit.compile(
+        "log", Policy.parse({"rate": "300/minute", "algorithm": "sliding-log"})
+    )
+    memory = MemoryStorage(clock=clock)
+
+    def visible(outcome: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (outcome[0], *outcome[2:])
+
+    with RedisStorage.from_url(redis_url, clock=clock) as storage:
+        seen = []
+        for step in range(320):
+            clock.advance(0.001 if step % 50 else 0.5)
+            outcome = visible(storage.decide(limit, "k", 1))
+            assert outcome == visible(memory.decide(limit, "k", 1))
+            seen.append(outcome[0])
+        assert seen.count(True) == 300
+        clock.advance(30.0)
+        assert visible(storage.decide(limit, "k", 7)) == visible(memory.decide(limit, "k", 7))

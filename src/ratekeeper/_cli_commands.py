@@ -24,7 +24,7 @@ from ratekeeper._rates import Policy, PolicySpec
 from ratekeeper.exceptions import ConfigError, StorageError
 from ratekeeper.sources import FileSource, Snapshot, Source, check_file, load_file
 from ratekeeper.sources._base import is_pattern
-from ratekeeper.storage._redis_core import key_component
+from ratekeeper.storage._redis_core import KEY_VERSION, key_component
 
 __all__ = [
     "CommandError",
@@ -181,12 +181,12 @@ def _stored_pairs(
 ) -> tuple[list[tuple[str, str]], bool]:
     """The (limit name, key) pairs with state under ``prefix``, read from the key names,
     and whether there were more keys than were read."""
-    pattern = re.compile(rf"^{re.escape(prefix)}:v1:\{{([^|}}]*)\|([^}}]*)\}}:")
+    pattern = re.compile(rf"^{re.escape(prefix)}:{KEY_VERSION}:\{{([^|}}]*)\|([^}}]*)\}}:")
     pairs: set[tuple[str, str]] = set()
-    glob = f"{_glob_escape(prefix)}:v1:*"
+    glob = f"{_glob_escape(prefix)}:{KEY_VERSION}:*"
     if name is not None and not is_pattern(name):
         # One limit's keys share the start of their hash tag: let Redis filter them.
-        glob = f"{_glob_escape(prefix)}:v1:{{{_glob_escape(key_component(name))}|*"
+        glob = f"{_glob_escape(prefix)}:{KEY_VERSION}:{{{_glob_escape(key_component(name))}|*"
     found = list(_scan(client, glob))
     for raw in found[:_SCAN_LIMIT]:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

@@ -478,7 +478,9 @@ class AsyncLimiter(_Core):
     async def hit(self, name: str, key: str = "", cost: int = 1) -> Decision:
         """Try to consume ``cost`` from ``key`` under the limit ``name``; never waits."""
         key = key if type(key) is str else as_key(key)
-        bound = await self.effective_async(self._storage, self.bound(name), key)
+        bound = self.bound(name)
+        if bound.backoff is not None:  # no coroutine to await for the common case
+            bound = await self.effective_async(self._storage, bound, key)
         cost = check_cost(cost, name)
         outcome = await self._storage.decide(bound, key, cost, 0, True)
         decision = self.decision(bound, key, cost, outcome)
@@ -489,7 +491,9 @@ class AsyncLimiter(_Core):
     async def peek(self, name: str, key: str = "", cost: int = 1) -> Decision:
         """The decision ``hit`` would give now, consuming nothing."""
         key = key if type(key) is str else as_key(key)
-        bound = await self.effective_async(self._storage, self.bound(name), key)
+        bound = self.bound(name)
+        if bound.backoff is not None:  # no coroutine to await for the common case
+            bound = await self.effective_async(self._storage, bound, key)
         cost = check_cost(cost, name)
         outcome = await self._storage.decide(bound, key, cost, 0, False)
         return self.decision(bound, key, cost, outcome, consumed=False)
@@ -502,7 +506,9 @@ class AsyncLimiter(_Core):
         cost = check_cost(cost, name)
         budget = check_wait(timeout, "timeout")
         budget_s = math.inf if budget is None else budget
-        bound = await self.effective_async(self._storage, self.bound(name), key)
+        bound = self.bound(name)
+        if bound.backoff is not None:  # no coroutine to await for the common case
+            bound = await self.effective_async(self._storage, bound, key)
         return await self.settle_async(self._storage, self._sleep, bound, key, cost, budget_s)
 
     async def reset(self, name: str, key: str = "") -> None:

@@ -204,7 +204,10 @@ static PyObject *tuple_of(i64 *values, Py_ssize_t n, PyObject *old, int reuse,
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *item = PyTuple_GET_ITEM(old, i);
             if (PyLong_AsLongLong(item) != values[i]) {
-                PyObject *v = value_at(values, i, old, old_n, shift);
+                /* A token bucket's state repeats its first value: one integer serves. */
+                PyObject *v = i > 0 && values[i] == values[i - 1]
+                                  ? Py_NewRef(PyTuple_GET_ITEM(old, i - 1))
+                                  : value_at(values, i, old, old_n, shift);
                 if (v == NULL) {
                     return NULL; /* the state is still whole: items are swapped one by one */
                 }
@@ -219,7 +222,9 @@ static PyObject *tuple_of(i64 *values, Py_ssize_t n, PyObject *old, int reuse,
         return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = value_at(values, i, old, old_n, shift);
+        PyObject *v = i > 0 && values[i] == values[i - 1]
+                          ? Py_NewRef(PyTuple_GET_ITEM(t, i - 1))
+                          : value_at(values, i, old, old_n, shift);
         if (v == NULL) {
             Py_DECREF(t);
             return NULL;

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import struct
 import threading
 from collections.abc import Callable
 from importlib import resources
@@ -50,22 +51,24 @@ def _assemble(parts: tuple[str, ...]) -> str:
 
 SCRIPT = _assemble(_LUA_PARTS)
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+_SHA_BYTES = SCRIPT_SHA.encode()
 # Back-off is read and recorded by its own script: it is not on a decision's round trip
 # (the limiter caches the scale), and the decision script stays as small as it can.
 ADAPT_SCRIPT = _assemble(_ADAPT_PARTS)
 ADAPT_SHA = hashlib.sha1(ADAPT_SCRIPT.encode()).hexdigest()
 
-# Key layout: <prefix>:v1:{<name>|<key>}:<algorithm>:<period_us>, and
-# <prefix>:v1:{<name>|<key>}:bo for an adaptive limit's back-off. The braces make the
+# Key layout: <prefix>:v2:{<name>|<key>}:<algorithm>:<period_us>, and
+# <prefix>:v2:{<name>|<key>}:bo for an adaptive limit's back-off. The braces make the
 # escaped (name, key) pair the hash tag, so every rate of one decision lands in one Cluster
 # slot while different keys spread over the cluster. The amount is never part of the key:
-# a changed rate keeps its count.
-KEY_VERSION = "v1"
+# a changed rate keeps its count. The version names the format of the stored states (v2:
+# packed doubles; v1 was text), so code never reads a format it does not know.
+KEY_VERSION = "v2"
 _CODES = {
-    "fixed-window": ("fw", b"f"),
-    "sliding-window": ("sw", b"s"),
-    "sliding-log": ("sl", b"l"),
-    "token-bucket": ("tb", b"t"),
+    "fixed-window": ("fw", 1),
+    "sliding-window": ("sw", 2),
+    "sliding-log": ("sl", 3),
+    "token-bucket": ("tb", 4),
 }
 # Escaping is injective: '%' itself and the separators ('{', '}', ':', '|') are encoded,
 # and so is '#', which starts a hashed component.
@@ -117,28 +120,32 @@ def check_prefix(prefix: object) -> str:
 
 
 class _Plan:
-    """The EVALSHA arguments of one BoundLimit: computed once, reused by every decision."""
+    """The EVALSHA arguments of one BoundLimit: computed once, reused by every decision.
 
-    __slots__ = ("heads", "limit", "name", "prefix", "static", "suffixes")
+    ``heads`` caches per key the command up to the packed policy (for redis-py's
+    ``execute_command``), ``wires`` the same already in the Redis protocol (for a
+    connection's ``send_packed_command``); the per-call arguments follow either.
+    """
 
-    def __init__(self, limit: BoundLimit, prefix: str, slack_ms: int) -> None:
+    __slots__ = ("argc", "heads", "limit", "name", "policy", "prefix", "suffixes", "wires")
+
+    def __init__(self, limit: BoundLimit, prefix: str, slack_ms: int, timed: bool) -> None:
         self.limit = limit
         self.prefix = prefix
         self.name = key_component(limit.name)
         self.suffixes = tuple(
             f"}}:{_CODES[m.algorithm][0]}:{m.period_us}".encode() for m in limit.meters
         )
-        static: list[bytes] = [str(slack_ms).encode()]
+        numbers: list[int] = [slack_ms]
         for m in limit.meters:
-            static += (
-                _CODES[m.algorithm][1],
-                str(m.amount).encode(),
-                str(m.period_us).encode(),
-                str(m.capacity).encode(),
-                str(m.interval_us).encode(),
-            )
-        self.static = tuple(static)
+            numbers += (_CODES[m.algorithm][1], m.amount, m.period_us, m.capacity, m.interval_us)
+        # Doubles hold every one of these integers exactly (they are below 2**53), and the
+        # script reads them with one struct.unpack instead of a tonumber() each.
+        self.policy = struct.pack(f"<{len(numbers)}d", *numbers)
+        # EVALSHA, sha, numkeys, keys, policy, cost, max_wait, commit[, now]
+        self.argc = 7 + len(limit.meters) + timed
         self.heads: dict[str, tuple[object, ...]] = {}
+        self.wires: dict[str, bytes] = {}
 
     def tag(self, key: str) -> bytes:
         return f"{self.prefix}:{KEY_VERSION}:{{{self.name}|{key_component(key)}".encode()
@@ -152,15 +159,39 @@ class _Plan:
 
     def head(self, key: str) -> tuple[object, ...]:
         keys = self.keys(key)
-        head = ("EVALSHA", SCRIPT_SHA, len(keys), *keys)
+        head = ("EVALSHA", SCRIPT_SHA, len(keys), *keys, self.policy)
         heads = self.heads
         if len(heads) >= _HEADS_MAX:
             heads.clear()
         heads[key] = head
         return head
 
+    def wire(self, key: str) -> bytes:
+        keys = self.keys(key)
+        words = (b"EVALSHA", _SHA_BYTES, b"%d" % len(keys), *keys, self.policy)
+        wire = b"*%d\r\n%b" % (self.argc, b"".join(map(_bulk, words)))
+        wires = self.wires
+        if len(wires) >= _HEADS_MAX:
+            wires.clear()
+        wires[key] = wire
+        return wire
+
+
+def _bulk(word: bytes) -> bytes:
+    """``word`` as a bulk string of the Redis protocol."""
+    return b"$%d\r\n%b\r\n" % (len(word), word)
+
+
+def _tail(cost: int, max_wait_us: int, commit: bool) -> bytes:
+    """A decision's own arguments, after its cached head, in the Redis protocol."""
+    return b"%b%b%b" % (_bulk(b"%d" % cost), _bulk(b"%d" % max_wait_us), _COMMIT_WIRE[commit])
+
 
 _COMMIT = (b"0", b"1")
+# The script's reply: allowed, available, retry_after, reset_after, binding index.
+_REPLY = struct.Struct("<5q").unpack
+_COMMIT_WIRE = (b"$1\r\n0\r\n", b"$1\r\n1\r\n")
+_TAILS_MAX = 1024  # cached (cost, max_wait, commit) -> the end of a packed decision
 
 
 class RedisCore:
@@ -196,6 +227,7 @@ class RedisCore:
         self._breaker_now = micros(clock)
         self._slack_ms = 0 if clock is None else CLOCK_TTL_SLACK_MS
         self._plans: dict[str, _Plan] = {}
+        self._tails: dict[tuple[int, int, bool], bytes] = {}
         self._fallback = MemoryStorage(clock=clock) if on_storage_error == "local" else None
         # None: the breaker is closed. Otherwise the instant (breaker clock, µs) before
         # which no call touches Redis; past it, the first call probes and re-arms it.
@@ -229,7 +261,8 @@ class RedisCore:
     def _plan(self, limit: BoundLimit) -> _Plan:
         plan = self._plans.get(limit.name)
         if plan is None or plan.limit is not limit:
-            plan = self._plans[limit.name] = _Plan(limit, self._prefix, self._slack_ms)
+            plan = _Plan(limit, self._prefix, self._slack_ms, self._now is not None)
+            self._plans[limit.name] = plan
         return plan
 
     def _command(
@@ -241,8 +274,34 @@ class RedisCore:
         head = plan.heads.get(key)
         if head is None:
             head = plan.head(key)
-        now = b"" if self._now is None else self._now()
-        return (*head, now, cost, max_wait_us, _COMMIT[commit], *plan.static)
+        if self._now is None:
+            return (*head, cost, max_wait_us, _COMMIT[commit])
+        return (*head, cost, max_wait_us, _COMMIT[commit], self._now())
+
+    def _packed(
+        self, limit: BoundLimit, key: str, cost: int, max_wait_us: int, commit: bool
+    ) -> bytes:
+        """The EVALSHA of :meth:`_command`, already in the Redis protocol."""
+        plan = self._plans.get(limit.name)
+        if plan is None or plan.limit is not limit:
+            plan = self._plan(limit)
+        wire = plan.wires.get(key)
+        if wire is None:
+            wire = plan.wire(key)
+        tails = self._tails
+        tail = tails.get((cost, max_wait_us, commit))
+        if tail is None:
+            if len(tails) >= _TAILS_MAX:
+                tails.clear()
+            tail = tails[cost, max_wait_us, commit] = _tail(cost, max_wait_us, commit)
+        if self._now is None:
+            return wire + tail
+        return wire + tail + _bulk(b"%d" % self._now())
+
+    @staticmethod
+    def _outcome(reply: bytes) -> Outcome:
+        allowed, available, retry_after, reset_after, binding = _REPLY(reply)
+        return (allowed == 1, None, available, retry_after, reset_after, binding)
 
     def _reset_command(self, limit: BoundLimit, key: str) -> tuple[object, ...]:
         plan = self._plan(limit)

@@ -8,11 +8,16 @@ other failure is never retried, since a timed-out script may have run. Everythin
 the client calls lives in the sans-I/O core (:mod:`ratekeeper.storage._redis_core`).
 The back-off state of adaptive limits is read and recorded by a second script, under a key
 with the same hash tag as the limit's rates, on the same clock.
+
+On a standalone client a decision skips redis-py's generic command path, which costs
+about as much as the round trip itself: it is sent already encoded on a connection the
+storage keeps (see :mod:`ratekeeper.storage._redis_lanes`). A cluster client, or a client
+with settings that path does not cover, goes through ``execute_command``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 try:
@@ -31,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 
 from ratekeeper._algorithms import BoundLimit, Outcome
 from ratekeeper.storage._redis_core import ADAPT_SCRIPT, SCRIPT, OnStorageError, RedisCore
+from ratekeeper.storage._redis_lanes import AsyncLane, Lane
 from ratekeeper.storage._redis_url import client_options
 
 __all__ = ["AsyncRedisStorage", "RedisStorage"]
@@ -51,7 +57,9 @@ class RedisStorage(RedisCore):
     ``"allow"``, ``"deny"``, or ``"local"`` (decide in this process's memory); then for
     ``retry_interval`` seconds no call touches Redis, and the next one probes it.
     A client passed in is used as it is: give it short timeouts and no retries, since a
-    decision that timed out may have run and must not run again.
+    decision that timed out may have run and must not run again. On a standalone client
+    the storage keeps the connections it uses (one per thread deciding at once) out of
+    the client's pool until :meth:`close`.
     """
 
     def __init__(
@@ -70,8 +78,13 @@ class RedisStorage(RedisCore):
             retry_interval=retry_interval,
         )
         self._client: Any = client
-        self._execute: Callable[..., Any] = client.execute_command
         self._owned = False
+        # Without a lane every call goes through the client; with one, every call takes
+        # the lane, so the storage never needs a second connection of the client's pool.
+        self._lane = Lane.of(client)
+        self._execute: Callable[..., Any] = (
+            client.execute_command if self._lane is None else self._lane.command
+        )
 
     @classmethod
     def from_url(
@@ -126,19 +139,30 @@ class RedisStorage(RedisCore):
         """Apply ``limit`` to ``key`` in one round trip; see :class:`~ratekeeper.Storage`."""
         if self._open_until is not None and self._skip():
             return self._degraded(limit, key, cost, max_wait_us, commit, None)
-        command = self._command(limit, key, cost, max_wait_us, commit)
         try:
             try:
-                reply = self._execute(*command)
+                reply = self._send(limit, key, cost, max_wait_us, commit)
             except NoScriptError:
-                self._client.script_load(SCRIPT)
-                reply = self._execute(*command)
+                self._script_load(SCRIPT)
+                reply = self._send(limit, key, cost, max_wait_us, commit)
         except _FAILURES as error:
             self._trip(error)
             return self._degraded(limit, key, cost, max_wait_us, commit, error)
         if self._open_until is not None:
             self._recovered()
-        return (reply[0] == 1, None, reply[1], reply[2], reply[3], reply[4])
+        return self._outcome(reply)
+
+    def _send(self, limit: BoundLimit, key: str, cost: int, max_wait_us: int, commit: bool) -> Any:
+        lane = self._lane
+        if lane is None:
+            return self._execute(*self._command(limit, key, cost, max_wait_us, commit))
+        return lane.call(self._packed(limit, key, cost, max_wait_us, commit))
+
+    def _script_load(self, script: str) -> object:
+        # A cluster client loads a script on every primary: only it knows them.
+        if self._lane is None:
+            return self._client.script_load(script)
+        return self._lane.command("SCRIPT", "LOAD", script)
 
     def reset(self, limit: BoundLimit, key: str) -> None:
         """Forget the state of ``key`` under every rate of ``limit``."""
@@ -174,7 +198,7 @@ class RedisStorage(RedisCore):
             try:
                 reply = self._execute(*command)
             except NoScriptError:
-                self._client.script_load(ADAPT_SCRIPT)
+                self._script_load(ADAPT_SCRIPT)
                 reply = self._execute(*command)
         except _FAILURES as error:
             self._trip(error)
@@ -184,7 +208,10 @@ class RedisStorage(RedisCore):
         return int(reply)
 
     def close(self) -> None:
-        """Close the client if :meth:`from_url` made it; a client passed in is the caller's."""
+        """Close the client if :meth:`from_url` made it; a client passed in is the caller's.
+        Either way the connections this storage kept go back to the client's pool."""
+        if self._lane is not None:
+            self._lane.close()
         if self._owned:
             self._client.close()
 
@@ -218,8 +245,11 @@ class AsyncRedisStorage(RedisCore):
             retry_interval=retry_interval,
         )
         self._client: Any = client
-        self._execute: Callable[..., Any] = client.execute_command
         self._owned = False
+        self._lane = AsyncLane.of(client)
+        self._execute: Callable[..., Awaitable[Any]] = (
+            client.execute_command if self._lane is None else self._lane.command
+        )
 
     @classmethod
     def from_url(
@@ -267,19 +297,32 @@ class AsyncRedisStorage(RedisCore):
         """Apply ``limit`` to ``key`` in one round trip; see :class:`~ratekeeper.AsyncStorage`."""
         if self._open_until is not None and self._skip():
             return self._degraded(limit, key, cost, max_wait_us, commit, None)
-        command = self._command(limit, key, cost, max_wait_us, commit)
         try:
             try:
-                reply = await self._execute(*command)
+                reply = await self._send(limit, key, cost, max_wait_us, commit)
             except NoScriptError:
-                await self._client.script_load(SCRIPT)
-                reply = await self._execute(*command)
+                await self._script_load(SCRIPT)
+                reply = await self._send(limit, key, cost, max_wait_us, commit)
         except _FAILURES as error:
             self._trip(error)
             return self._degraded(limit, key, cost, max_wait_us, commit, error)
         if self._open_until is not None:
             self._recovered()
-        return (reply[0] == 1, None, reply[1], reply[2], reply[3], reply[4])
+        return self._outcome(reply)
+
+    def _send(
+        self, limit: BoundLimit, key: str, cost: int, max_wait_us: int, commit: bool
+    ) -> Awaitable[Any]:
+        # A plain function handing back the call's awaitable: no coroutine frame of its own.
+        lane = self._lane
+        if lane is None:
+            return self._execute(*self._command(limit, key, cost, max_wait_us, commit))
+        return lane.call(self._packed(limit, key, cost, max_wait_us, commit))
+
+    def _script_load(self, script: str) -> Awaitable[object]:
+        if self._lane is None:
+            return self._client.script_load(script)  # type: ignore[no-any-return]
+        return self._lane.command("SCRIPT", "LOAD", script)
 
     async def reset(self, limit: BoundLimit, key: str) -> None:
         """Forget the state of ``key`` under every rate of ``limit``."""
@@ -317,7 +360,7 @@ class AsyncRedisStorage(RedisCore):
             try:
                 reply = await self._execute(*command)
             except NoScriptError:
-                await self._client.script_load(ADAPT_SCRIPT)
+                await self._script_load(ADAPT_SCRIPT)
                 reply = await self._execute(*command)
         except _FAILURES as error:
             self._trip(error)
@@ -327,7 +370,10 @@ class AsyncRedisStorage(RedisCore):
         return int(reply)
 
     async def aclose(self) -> None:
-        """Close the client if :meth:`from_url` made it; a client passed in is the caller's."""
+        """Close the client if :meth:`from_url` made it; a client passed in is the caller's.
+        Either way the connections this storage kept go back to the client's pool."""
+        if self._lane is not None:
+            await self._lane.aclose()
         if self._owned:
             await self._client.aclose()
 

@@ -2,6 +2,8 @@
 --
 -- Redis' Lua has doubles only. Every quantity is an integer number of microseconds or
 -- units below 2^53, so sums and products are exact; a quotient is not, hence floordiv.
+-- A state is stored as little-endian doubles (struct.pack '<d'), which hold those integers
+-- exactly and cost far less to read and write than text.
 
 local NEVER = -1
 

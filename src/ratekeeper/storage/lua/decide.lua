@@ -1,111 +1,101 @@
 -- ratekeeper: the driver, decide() of ratekeeper/_algorithms.py plus the writes.
 --
 -- KEYS: one key per rate of the policy, all with one hash tag (one Cluster slot).
--- ARGV: now (empty: the server's TIME), cost, max_wait, commit (1/0), TTL slack in ms,
---       then per rate: algorithm (f, s, l, t), amount, period, capacity, interval.
--- Reply: {allowed (1/0), available, retry_after, reset_after, binding index (0-based)}.
--- A step returns five values; they are packed as {allowed, state, available, retry_after,
--- reset_after} (index 2 may be nil: positions are kept by the table constructor).
+-- ARGV: the policy, cost, max_wait, commit (1/0), then now (absent: the server's TIME).
+--       The policy is packed once per limit as little-endian doubles: the TTL slack in
+--       ms, then per rate: algorithm (1 fixed, 2 sliding window, 3 sliding log, 4 token
+--       bucket), amount, period, capacity, interval.
+-- Reply: allowed (1/0), available, retry_after, reset_after, binding index (0-based),
+--        packed as five little-endian int64 in one string, which costs the server less to
+--        send and the client less to read than an array.
 --
 -- Phase 1 decides every rate without writing; only an admitted, committed request with a
 -- cost reaches phase 2, which writes every new state with a relative TTL (never an
 -- absolute one: `now` may come from a client) of at least 1 ms. A refusal writes nothing
--- but the conversion of a refused token bucket whose rate changed.
+-- but the conversion of a refused token bucket whose rate changed. A policy of one rate,
+-- the common case, takes a straight path without tables.
 
-local STEPS = {f = fixed_window, s = sliding_window, l = sliding_log, t = token_bucket}
+local STEPS = {fixed_window, sliding_window, sliding_log, token_bucket}
 
-local function decode(raw)
-  if not raw then
-    return nil
-  end
-  local st, i = {}, 0
-  for field in string.gmatch(raw, '%S+') do
-    i = i + 1
-    st[i] = tonumber(field)
-  end
-  return st
-end
-
-local function encode(st)
-  local fields = {}
-  for i = 1, #st do
-    fields[i] = string.format('%d', st[i])
-  end
-  return table.concat(fields, ' ')
-end
-
-local function tightest(results, n)
-  local best = 1
-  for i = 2, n do
-    if results[i][3] < results[best][3] then
-      best = i
-    end
-  end
-  return best - 1
+local function reply(allowed, available, retry_after, reset_after, binding)
+  return struct.pack('<i8i8i8i8i8', allowed, available, retry_after, reset_after, binding)
 end
 
 local now
-if ARGV[1] == '' then
+if ARGV[5] then
+  now = tonumber(ARGV[5])
+else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
 end
+local policy = ARGV[1]
 local cost = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
+local commit = ARGV[4] == '1'
+local slack = struct.unpack('<d', policy)
 local n = #KEYS
 
-local meters, states = {}, {}
-for i = 1, n do
-  local a = 6 + (i - 1) * 5
-  meters[i] = {
-    step = STEPS[ARGV[a]],
-    amount = tonumber(ARGV[a + 1]),
-    period = tonumber(ARGV[a + 2]),
-    capacity = tonumber(ARGV[a + 3]),
-    interval = tonumber(ARGV[a + 4]),
-  }
-end
-if n == 1 then
-  states[1] = decode(redis.call('GET', KEYS[1]))
-else
-  local raw = redis.call('MGET', unpack(KEYS))
-  for i = 1, n do
-    states[i] = decode(raw[i])
+-- Keep a state with a relative TTL of at least 1 ms, plus the slack an injected clock needs.
+local function write(key, st, expiry)
+  local ttl = floordiv(expiry - now + 999, 1000)
+  if ttl < 1 then
+    ttl = 1
   end
+  redis.call('SET', key, st, 'PX', string.format('%d', ttl + slack))
+end
+
+if n == 1 then
+  local code, amount, period, capacity, interval = struct.unpack('<ddddd', policy, 9)
+  local step = STEPS[code]
+  local raw = redis.call('GET', KEYS[1])
+  if cost > capacity then
+    local _, _, available, _, reset = step(raw, now, amount, period, capacity, interval, 0, 0)
+    return reply(0, available, NEVER, reset, 0)
+  end
+  local ok, st, available, wait, reset, expiry =
+    step(raw, now, amount, period, capacity, interval, cost, max_wait)
+  if cost == 0 then
+    return reply(1, available, 0, reset, 0)
+  end
+  if commit and st then
+    write(KEYS[1], st, expiry)
+  end
+  if ok then
+    return reply(1, available, wait, reset, 0)
+  end
+  return reply(0, available, wait, reset, 0)
+end
+
+local meters, raws = {}, redis.call('MGET', unpack(KEYS))
+local pos = 9
+for i = 1, n do
+  local code, amount, period, capacity, interval, after = struct.unpack('<ddddd', policy, pos)
+  meters[i] = {STEPS[code], amount, period, capacity, interval}
+  pos = after
 end
 
 local results = {}
 for i = 1, n do
   local m = meters[i]
-  if cost > m.capacity then
-    local peeked = {m.step(states[i], now, m, 0, 0)}
+  if cost > m[4] then
+    local peeked = {m[1](raws[i], now, m[2], m[3], m[4], m[5], 0, 0)}
     results[i] = {false, nil, peeked[3], NEVER, peeked[5]}
   else
-    results[i] = {m.step(states[i], now, m, cost, max_wait)}
+    results[i] = {m[1](raws[i], now, m[2], m[3], m[4], m[5], cost, max_wait)}
   end
 end
-local available, reset = results[1][3], results[1][5]
+local available, reset, best = results[1][3], results[1][5], 1
 for i = 2, n do
   if results[i][3] < available then
     available = results[i][3]
+    best = i
   end
   if results[i][5] > reset then
     reset = results[i][5]
   end
 end
 if cost == 0 then
-  return {1, available, 0, reset, tightest(results, n)}
-end
-
--- Keep state i with a relative TTL (never an absolute one: `now` may come from a client)
--- of at least 1 ms, plus the slack that an injected clock needs.
-local function write(i, st)
-  local ttl = floordiv(st[0] - now + 999, 1000)
-  if ttl < 1 then
-    ttl = 1
-  end
-  redis.call('SET', KEYS[i], encode(st), 'PX', string.format('%d', ttl + tonumber(ARGV[5])))
+  return reply(1, available, 0, reset, best - 1)
 end
 
 local never, refused = nil, nil
@@ -122,18 +112,18 @@ end
 if never or refused then
   -- Nothing is consumed; only a refused token bucket whose rate changed keeps its
   -- conversion (see token_bucket), as _algorithms.decide() does.
-  if ARGV[4] == '1' then
+  if commit then
     for i = 1, n do
       local r = results[i]
       if not r[1] and r[2] then
-        write(i, r[2])
+        write(KEYS[i], r[2], r[6])
       end
     end
   end
   if never then
-    return {0, available, NEVER, reset, never - 1}
+    return reply(0, available, NEVER, reset, never - 1)
   end
-  return {0, available, results[refused][4], reset, refused - 1}
+  return reply(0, available, results[refused][4], reset, refused - 1)
 end
 
 local wait = 0
@@ -142,15 +132,15 @@ for i = 1, n do
     wait = results[i][4]
   end
 end
-if wait > 0 and n > 1 then
+if wait > 0 then
   -- A reservation must hold every rate at the same future instant, or the rates that had
   -- room now would count the units earlier than they are used.
   local at = now + wait
   for i = 1, n do
     local m = meters[i]
-    results[i] = {m.step(states[i], at, m, cost, 0)}
+    results[i] = {m[1](raws[i], at, m[2], m[3], m[4], m[5], cost, 0)}
     if not results[i][1] then
-      return {0, available, wait, reset, 0}
+      return reply(0, available, wait, reset, 0)
     end
   end
   reset = results[1][5]
@@ -162,9 +152,15 @@ if wait > 0 and n > 1 then
   reset = reset + wait
 end
 
-if ARGV[4] == '1' then
+if commit then
   for i = 1, n do
-    write(i, results[i][2])
+    write(KEYS[i], results[i][2], results[i][6])
   end
 end
-return {1, available, wait, reset, tightest(results, n)}
+best = 1
+for i = 2, n do
+  if results[i][3] < results[best][3] then
+    best = i
+  end
+end
+return reply(1, available, wait, reset, best - 1)

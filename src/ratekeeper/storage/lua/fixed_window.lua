@@ -1,16 +1,19 @@
 -- ratekeeper: the fixed-window step, fixed_window() of ratekeeper/_algorithms.py.
 --
 -- At most `amount` per window of `period` aligned to the clock's zero.
--- State {[0] = expiry, index, count}. A step returns
--- allowed, new_state, available, retry_after, reset_after and writes nothing.
+-- Stored state: index, count. Every step takes the stored state (a string, or false),
+-- now, amount, period, capacity, interval, cost and max_wait, writes nothing, and returns
+-- allowed, new_state (packed, or nil), available, retry_after, reset_after, expiry.
 
-local function fixed_window(st, now, m, cost, max_wait)
-  local period, amount = m.period, m.amount
+local function fixed_window(raw, now, amount, period, capacity, interval, cost, max_wait)
   local index = floordiv(now, period)
   local count = 0
-  if st and st[1] >= index then -- a clock behind the state stays in its window
-    index = st[1]
-    count = st[2]
+  if raw then
+    local old, used = struct.unpack('<dd', raw)
+    if old >= index then -- a clock behind the state stays in its window
+      index = old
+      count = used
+    end
   end
   local finish = (index + 1) * period
   local available = 0
@@ -18,7 +21,7 @@ local function fixed_window(st, now, m, cost, max_wait)
     available = amount - count
   end
   if count + cost <= amount then
-    return true, {[0] = finish, index, count + cost}, available, 0, finish - now
+    return true, struct.pack('<dd', index, count + cost), available, 0, finish - now, finish
   end
-  return false, nil, available, finish - now, finish - now
+  return false, nil, available, finish - now, finish - now, finish
 end

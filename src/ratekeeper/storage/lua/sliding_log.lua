@@ -1,20 +1,30 @@
 -- ratekeeper: the sliding-log step, sliding_log() of ratekeeper/_algorithms.py.
 --
 -- Exact: at most `amount` in any half-open interval of length `period`.
--- State {[0] = expiry, time1, units1, time2, units2, ...}, oldest first.
+-- Stored state: time1, units1, time2, units2, ..., oldest first. A log may be long, and
+-- unpack() and struct take a bounded number of values, so it is read and written by
+-- chunks of LOG_CHUNK doubles (an even number: whole entries).
 
-local function sliding_log(st, now, m, cost, max_wait)
-  local period, amount = m.period, m.amount
+local LOG_CHUNK = 200
+
+local function sliding_log(raw, now, amount, period, capacity, interval, cost, max_wait)
   local horizon = now - period -- an entry at t counts while t > now - period
   local live, n, used = {}, 0, 0
-  if st then
-    for i = 1, #st, 2 do
-      if st[i] > horizon then
-        live[n + 1] = st[i]
-        live[n + 2] = st[i + 1]
-        n = n + 2
-        used = used + st[i + 1]
+  if raw then
+    local left, pos = #raw / 8, 1
+    while left > 0 do
+      local k = math.min(left, LOG_CHUNK)
+      local got = {struct.unpack('<' .. string.rep('d', k), raw, pos)}
+      pos = got[k + 1]
+      for i = 1, k, 2 do
+        if got[i] > horizon then
+          live[n + 1] = got[i]
+          live[n + 2] = got[i + 1]
+          n = n + 2
+          used = used + got[i + 1]
+        end
       end
+      left = left - k
     end
   end
   local available = 0
@@ -29,9 +39,14 @@ local function sliding_log(st, now, m, cost, max_wait)
     else
       live[n + 1] = now
       live[n + 2] = cost
+      n = n + 2
     end
-    live[0] = at + period
-    return true, live, available, 0, at + period - now
+    local parts = {}
+    for i = 1, n, LOG_CHUNK do
+      local j = math.min(i + LOG_CHUNK - 1, n)
+      parts[#parts + 1] = struct.pack('<' .. string.rep('d', j - i + 1), unpack(live, i, j))
+    end
+    return true, table.concat(parts), available, 0, at + period - now, at + period
   end
   local need = used + cost - amount
   local freed, wait = 0, 0
@@ -42,5 +57,5 @@ local function sliding_log(st, now, m, cost, max_wait)
       break
     end
   end
-  return false, nil, available, wait, live[n - 1] + period - now
+  return false, nil, available, wait, live[n - 1] + period - now, now
 end

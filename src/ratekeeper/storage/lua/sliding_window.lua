@@ -1,20 +1,20 @@
 -- ratekeeper: the sliding-window step, sliding_window() of ratekeeper/_algorithms.py.
 --
 -- The weighted two-window counter: the previous window counts by its overlap.
--- State {[0] = expiry, index, current, previous}. The float expressions are evaluated in
--- the same order as in Python, so both give the same bits.
+-- Stored state: index, current, previous. The float expressions are evaluated in the
+-- same order as in Python, so both give the same bits.
 
-local function sliding_window(st, now, m, cost, max_wait)
-  local period, amount = m.period, m.amount
+local function sliding_window(raw, now, amount, period, capacity, interval, cost, max_wait)
   local index = floordiv(now, period)
   local current, previous = 0, 0
-  if st then
-    if st[1] >= index then
-      index = st[1]
-      current = st[2]
-      previous = st[3]
-    elseif st[1] == index - 1 then
-      previous = st[2]
+  if raw then
+    local old, cur, prev = struct.unpack('<ddd', raw)
+    if old >= index then
+      index = old
+      current = cur
+      previous = prev
+    elseif old == index - 1 then
+      previous = cur
     end
   end
   local elapsed = now - index * period
@@ -28,7 +28,8 @@ local function sliding_window(st, now, m, cost, max_wait)
   end
   if used + cost <= amount then
     local finish = (index + 2) * period
-    return true, {[0] = finish, index, current + cost, previous}, available, 0, finish - now
+    local st = struct.pack('<ddd', index, current + cost, previous)
+    return true, st, available, 0, finish - now, finish
   end
   local wait
   if current + cost <= amount then
@@ -49,5 +50,5 @@ local function sliding_window(st, now, m, cost, max_wait)
   elseif previous ~= 0 then
     reset = (index + 1) * period - now
   end
-  return false, nil, available, wait, reset
+  return false, nil, available, wait, reset, now
 end

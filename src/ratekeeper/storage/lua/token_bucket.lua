@@ -2,23 +2,25 @@
 --
 -- GCRA: one theoretical arrival time (tat) per key, refilled `amount/period` up to the
 -- capacity. A request may be admitted up to `max_wait` in the future (a reservation).
--- State {[0] = expiry, tat, interval, capacity}.
+-- Stored state: tat, interval, capacity (the tat is also the state's expiry).
 
-local function token_bucket(st, now, m, cost, max_wait)
-  local interval, capacity = m.interval, m.capacity
+local function token_bucket(raw, now, amount, period, capacity, interval, cost, max_wait)
   local tat = now
   local converted = false
-  if st and st[1] > now then
-    tat = st[1]
-    if st[2] ~= interval or st[3] ~= capacity then
-      converted = true
-      -- The rate or burst changed: keep the level (whole units, as in the old bucket),
-      -- clamped into the new capacity, and refill from there at the new rate.
-      local level = floordiv(st[3] * st[2] - (st[1] - now), st[2])
-      if level > capacity then
-        level = capacity
+  if raw then
+    local old, old_interval, old_capacity = struct.unpack('<ddd', raw)
+    if old > now then
+      tat = old
+      if old_interval ~= interval or old_capacity ~= capacity then
+        converted = true
+        -- The rate or burst changed: keep the level (whole units, as in the old bucket),
+        -- clamped into the new capacity, and refill from there at the new rate.
+        local level = floordiv(old_capacity * old_interval - (old - now), old_interval)
+        if level > capacity then
+          level = capacity
+        end
+        tat = now + (capacity - level) * interval
       end
-      tat = now + (capacity - level) * interval
     end
   end
   local tolerance = capacity * interval
@@ -32,12 +34,13 @@ local function token_bucket(st, now, m, cost, max_wait)
     if wait < 0 then
       wait = 0
     end
-    return true, {[0] = new_tat, new_tat, interval, capacity}, available, wait, new_tat - now
+    local st = struct.pack('<ddd', new_tat, interval, capacity)
+    return true, st, available, wait, new_tat - now, new_tat
   end
   -- A refused bucket whose rate changed is kept converted (nothing consumed).
   local kept = nil
   if converted then
-    kept = {[0] = tat, tat, interval, capacity}
+    kept = struct.pack('<ddd', tat, interval, capacity)
   end
-  return false, kept, available, wait, tat - now
+  return false, kept, available, wait, tat - now, tat
 end
