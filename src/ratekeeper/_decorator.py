@@ -41,7 +41,7 @@ def as_key(value: object) -> str:
 def _options(
     name: str, key: KeySpec, cost: CostSpec, on_exceeded: str, max_wait: float | None
 ) -> tuple[str, Callable[..., object] | None, int, Callable[..., int] | None, float]:
-    from ratekeeper._limiter import check_cost, check_wait
+    from ratekeeper._core import check_cost, check_wait
 
     if on_exceeded not in ("raise", "wait"):
         raise ConfigError(
@@ -76,7 +76,7 @@ def decorate(
     coroutines_only: bool,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Build the decorator of ``Limiter.limit`` / ``AsyncLimiter.limit``."""
-    from ratekeeper._limiter import check_cost, reservation_us
+    from ratekeeper._core import check_cost, reservation_us
 
     key_const, key_fn, cost_const, cost_fn, budget = _options(
         name, key, cost, on_exceeded, max_wait

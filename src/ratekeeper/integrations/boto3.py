@@ -26,7 +26,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a test that hides 
     ) from exc
 
 from ratekeeper._adaptive import Backoff
-from ratekeeper._limiter import Limiter, check_wait
+from ratekeeper._core import check_wait
+from ratekeeper._limiter import Limiter
 from ratekeeper.exceptions import ConfigError
 from ratekeeper.integrations._aws_credentials import assume_role_session
 from ratekeeper.integrations._aws_events import Count, Hooks, KeyFunction, OnExceeded
