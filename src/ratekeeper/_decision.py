@@ -21,7 +21,9 @@ class Decision:
     the request was admitted at once, the time to wait when it was admitted by reservation,
     the time until the same cost would be admitted when refused, and ``math.inf`` when the
     cost exceeds what the policy can ever admit. ``reset_after`` is the time until the key
-    is back to full capacity. ``rate`` is the binding rate: the one that refused, or the one
+    is back to full capacity after this decision (for ``peek``, as if the request were
+    admitted, so even an unused key shows how long one request would count; windows are
+    aligned to the clock's zero). ``rate`` is the binding rate: the one that refused, or the one
     with the least room. ``shadow`` is true when the policy only observes (``mode="shadow"``):
     then a refusal is reported but not enforced. ``waited`` is how many seconds the caller
     waited before this decision (``acquire`` and ``on_exceeded="wait"``), counting a slot
