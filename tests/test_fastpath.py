@@ -287,3 +287,15 @@ def test_a_fallback_registered_later_reaches_a_decorated_function(path: str) -> 
 
     with pytest.raises(RateLimitExceeded):
         second()
+
+
+def test_a_cost_beyond_any_capacity_is_refused_on_both_paths(path: str) -> None:
+    """cost=10**30 is refused as never admissible, not an overflow in the fast path."""
+
+    @limit("5/minute", cost=10**30)
+    def huge() -> None:
+        return None
+
+    with pytest.raises(RateLimitExceeded) as caught:
+        huge()
+    assert caught.value.retry_after == float("inf")

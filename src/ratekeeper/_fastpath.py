@@ -92,7 +92,7 @@ def fast_path(
             meter.period_us,
             meter.capacity,
             meter.interval_us,
-            cost_const,
+            cost_const if enabled else 0,  # a cost past any capacity may not fit in C
             meter.slot,
         )
 
