@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.servers import RedisClusterServers, RedisServer, redis_cluster, redis_server
+
+# In CI the property tests draw the same examples on every run, so a run's verdict is about
+# the change under test; on a developer's machine they explore anew each time (and a
+# failure found there is kept in .hypothesis/ and tried first from then on).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

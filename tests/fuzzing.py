@@ -82,6 +82,15 @@ def toml_value(value: object) -> str | None:
     raise TypeError(f"no TOML for {value!r}")
 
 
+def toml_data(value: object) -> object:
+    """``value`` as TOML holds it: what :func:`toml_value` drops (null) is gone."""
+    if isinstance(value, list):
+        return [toml_data(item) for item in value if item is not None]
+    if isinstance(value, Mapping):
+        return {str(key): toml_data(item) for key, item in value.items() if item is not None}
+    return value
+
+
 def toml_document(limits: Mapping[str, object]) -> str:
     """A TOML file with a ``[limits]`` table holding ``limits``."""
     lines = ["[limits]"]
