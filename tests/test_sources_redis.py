@@ -236,6 +236,33 @@ def test_redis_down_keeps_the_last_good_limits(caplog: pytest.LogCaptureFixture)
         shutil.rmtree(server.directory, ignore_errors=True)
 
 
+def test_a_lost_hash_keeps_the_last_good_limits(
+    redis_url: str, client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hash lost in a restart without persistence keeps the limits, reported, until an
+    operator writes again; then the hash is the truth once more."""
+    clock = ManualClock()
+    with RedisSource.from_url(redis_url, subscribe=False, clock=clock) as source:
+        source.set("jobs", "4/minute")
+        source.set("reports", "1/hour")
+        limiter = Limiter(source, MemoryStorage(clock=clock))
+        assert limiter.hit("jobs").rate == Rate(4, 60.0)
+        client.flushall()  # what a restart of a Redis without persistence leaves
+        clock.advance(1.0)
+        with caplog.at_level(logging.WARNING, logger="ratekeeper"):
+            for _ in range(3):
+                assert limiter.hit("jobs").rate == Rate(4, 60.0)
+                clock.advance(1.0)
+        assert source.last_error is not None
+        assert "the hash is gone" in str(source.last_error)
+        assert len([r for r in caplog.records if "the hash is gone" in r.getMessage()]) == 1
+        source.set("jobs", "6/minute")
+        assert limiter.hit("jobs").rate == Rate(6, 60.0)
+        assert source.problems == ()
+        with pytest.raises(ConfigError, match="'reports'"):
+            limiter.hit("reports")
+
+
 def test_a_fleet_shares_a_raised_limit(redis_url: str) -> None:
     """Two processes share counts in Redis; one raises 5/minute to 10/minute: 5 more in all."""
     clock = ManualClock(1000.0)

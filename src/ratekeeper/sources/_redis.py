@@ -202,6 +202,20 @@ class RedisSource(PollingSource):
         self._apply(table)
 
     def _apply(self, table: Mapping[bytes | str, bytes | str]) -> None:
+        if not table and len(self.snapshot()):
+            # The hash is gone (deleted, or lost in a restart of a Redis without
+            # persistence), not emptied: removing limits one by one keeps the counter.
+            # Dropping every limit of a running fleet is never what that meant.
+            self._seen = None
+            problem = Problem(
+                self._origin(),
+                None,
+                None,
+                "the hash is gone (deleted, or lost in a Redis restart): write the limits "
+                "again (ratekeeper set) to replace the last good ones",
+            )
+            self._report([problem])
+            return
         policies: dict[str, Policy] = {}
         problems: list[Problem] = []
         counter: object = None
