@@ -177,3 +177,11 @@ def markdown_table(
 
     rule = [("-" * (w - 1) + ":") if i in right else "-" * w for i, w in enumerate(widths)]
     return "\n".join([line(headers), line(rule), *(line(row) for row in rows)])
+
+
+def emit(text: str, markdown: os.PathLike[str] | str | None) -> None:
+    """Print a report, and also write it to ``markdown`` when a path is given."""
+    print(text)
+    if markdown is not None:
+        with open(markdown, "w", encoding="utf-8") as out:
+            out.write(text + "\n")

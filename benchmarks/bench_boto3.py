@@ -31,7 +31,7 @@ import boto3
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
-from _timing import Case, Result, machine, markdown_table, measure
+from _timing import Case, Result, emit, machine, markdown_table, measure
 from ratekeeper import DictSource, Limiter
 from ratekeeper.integrations.boto3 import instrument
 
@@ -202,9 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.stop()
     text = report(results, repeats)
-    print(text)
-    if args.markdown is not None:
-        args.markdown.write_text(text + "\n", encoding="utf-8")
+    emit(text, args.markdown)
     return 0
 
 

@@ -24,7 +24,6 @@ import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Literal
 
 import limits
 import limits.storage
@@ -35,7 +34,7 @@ import throttled
 import token_bucket
 
 import ratekeeper
-from _timing import Case, Result, machine, markdown_table, measure
+from _timing import Case, Result, emit, machine, markdown_table, measure
 from ratekeeper import (
     ChainSource,
     DictSource,
@@ -46,14 +45,8 @@ from ratekeeper import (
     Rate,
     _fastpath,
 )
+from ratekeeper._rates import ALGORITHMS
 
-Algorithm = Literal["fixed-window", "sliding-window", "sliding-log", "token-bucket"]
-ALGORITHMS: tuple[Algorithm, ...] = (
-    "fixed-window",
-    "sliding-window",
-    "sliding-log",
-    "token-bucket",
-)
 HUGE_AMOUNT = 10**9
 HUGE = f"{HUGE_AMOUNT}/day"  # never reached in a run: every call is admitted
 # A log holds one entry per microsecond with admitted calls in the last period, and a
@@ -376,9 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases = all_cases(args.quick, resources, args.redis_url)
         results = measure(cases, repeats=repeats, target_ns=target_ns)
     text = report(results, repeats)
-    print(text)
-    if args.markdown is not None:
-        args.markdown.write_text(text + "\n", encoding="utf-8")
+    emit(text, args.markdown)
     return 0
 
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import limits
 import limits.storage
@@ -37,7 +37,7 @@ import redis
 import throttled
 import throttled.store
 
-from _timing import Case, Result, machine, markdown_table, measure
+from _timing import Case, Result, emit, machine, markdown_table, measure
 from ratekeeper import (
     AsyncLimiter,
     AsyncRedisStorage,
@@ -47,14 +47,8 @@ from ratekeeper import (
     Rate,
     RedisStorage,
 )
+from ratekeeper._rates import ALGORITHMS
 
-Algorithm = Literal["fixed-window", "sliding-window", "sliding-log", "token-bucket"]
-ALGORITHMS: tuple[Algorithm, ...] = (
-    "fixed-window",
-    "sliding-window",
-    "sliding-log",
-    "token-bucket",
-)
 HUGE_AMOUNT = 10**9
 HUGE = f"{HUGE_AMOUNT}/day"  # never reached in a run: every decision admits
 # A log is read and rewritten whole by every step; with a day-long period it would grow
@@ -428,9 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         with redis_server(args.cpu) as url:
             text = run(url, args.quick, repeats, placement)
-    print(text)
-    if args.markdown is not None:
-        args.markdown.write_text(text + "\n", encoding="utf-8")
+    emit(text, args.markdown)
     return 0
 
 

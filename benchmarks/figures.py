@@ -20,9 +20,9 @@ from html import escape
 from pathlib import Path
 
 from ratekeeper import DictSource, Limiter, MemoryStorage
+from ratekeeper._rates import ALGORITHMS
 from ratekeeper.testing import ManualClock
 
-ALGORITHMS = ("fixed-window", "sliding-window", "sliding-log", "token-bucket")
 RATE = "10/minute"
 AMOUNT = 10
 PERIOD = 60.0
