@@ -55,6 +55,16 @@ def stubbed_sts(region: str = "us-east-1", replies: int = 5) -> tuple[Any, Stubb
     return client, stubber
 
 
+def answer_caller_identity_with(sts: Any, code: str, status: int) -> None:
+    """Call GetCallerIdentity on ``sts`` with AWS answering the error ``code``."""
+    with Stubber(sts) as stubber:
+        stubber.add_client_error(
+            "get_caller_identity", service_error_code=code, http_status_code=status
+        )
+        with pytest.raises(ClientError):
+            sts.get_caller_identity()
+
+
 def test_limit_name_is_prefix_service_id_and_operation() -> None:
     """A call is limited under aws.<hyphenated service id>.<Operation>."""
     limiter, _ = make({"aws.cloudwatch-logs.*": "1/minute"})
@@ -186,12 +196,7 @@ def test_stubbed_throttle_lowers_the_effective_rate() -> None:
     limiter, _ = make({"aws.sts.*": "10/second"})
     sts = boto3.Session(region_name="us-east-1").client("sts")
     instrument(sts, limiter, backoff=Backoff(refresh=0.0))
-    with Stubber(sts) as stubber:
-        stubber.add_client_error(
-            "get_caller_identity", service_error_code="Throttling", http_status_code=400
-        )
-        with pytest.raises(ClientError):
-            sts.get_caller_identity()
+    answer_caller_identity_with(sts, "Throttling", 400)
     assert limiter.peek("aws.sts.GetCallerIdentity", key="us-east-1").rate == Rate(5, 1.0)
     assert limiter.peek("aws.sts.AssumeRole", key="us-east-1").rate == Rate(10, 1.0)
 
@@ -206,12 +211,7 @@ def test_a_service_specific_adapt_wins_before_or_after_instrument(adapt_first: b
     instrument(sts, limiter)
     if not adapt_first:
         limiter.adapt("aws.sts.*", Backoff(decrease=0.8, refresh=0.0))
-    with Stubber(sts) as stubber:
-        stubber.add_client_error(
-            "get_caller_identity", service_error_code="Throttling", http_status_code=400
-        )
-        with pytest.raises(ClientError):
-            sts.get_caller_identity()
+    answer_caller_identity_with(sts, "Throttling", 400)
     assert limiter.peek("aws.sts.GetCallerIdentity", key="us-east-1").rate == Rate(8, 1.0)
 
 
@@ -220,12 +220,7 @@ def test_other_errors_leave_the_rate_alone() -> None:
     limiter, _ = make({"aws.sts.*": "10/second"})
     sts = boto3.Session(region_name="us-east-1").client("sts")
     instrument(sts, limiter, backoff=Backoff(refresh=0.0))
-    with Stubber(sts) as stubber:
-        stubber.add_client_error(
-            "get_caller_identity", service_error_code="AccessDenied", http_status_code=403
-        )
-        with pytest.raises(ClientError):
-            sts.get_caller_identity()
+    answer_caller_identity_with(sts, "AccessDenied", 403)
     assert limiter.peek("aws.sts.GetCallerIdentity", key="us-east-1").rate == Rate(10, 1.0)
 
 
@@ -234,12 +229,7 @@ def test_without_backoff_throttles_are_ignored() -> None:
     limiter, _ = make({"aws.sts.*": "10/second"})
     sts = boto3.Session(region_name="us-east-1").client("sts")
     instrument(sts, limiter, backoff=None)
-    with Stubber(sts) as stubber:
-        stubber.add_client_error(
-            "get_caller_identity", service_error_code="Throttling", http_status_code=400
-        )
-        with pytest.raises(ClientError):
-            sts.get_caller_identity()
+    answer_caller_identity_with(sts, "Throttling", 400)
     assert limiter.peek("aws.sts.GetCallerIdentity", key="us-east-1").rate == Rate(10, 1.0)
 
 

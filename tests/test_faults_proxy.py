@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -47,30 +48,26 @@ def proxy(redis_url: str, redis_proc: RedisServer) -> Iterator[Proxy]:
         yield own
 
 
+def _options(policy: OnStorageError, clock: ManualClock | None) -> dict[str, Any]:
+    return {
+        "on_storage_error": policy,
+        "retry_interval": RETRY,
+        "clock": clock,
+        "socket_timeout": TIMEOUT,
+        "socket_connect_timeout": TIMEOUT,
+    }
+
+
 def storage_for(
     proxy: Proxy, policy: OnStorageError, clock: ManualClock | None = None
 ) -> RedisStorage:
-    return RedisStorage.from_url(
-        proxy.url,
-        on_storage_error=policy,
-        retry_interval=RETRY,
-        clock=clock,
-        socket_timeout=TIMEOUT,
-        socket_connect_timeout=TIMEOUT,
-    )
+    return RedisStorage.from_url(proxy.url, **_options(policy, clock))
 
 
 def async_storage_for(
     proxy: Proxy, policy: OnStorageError, clock: ManualClock | None = None
 ) -> AsyncRedisStorage:
-    return AsyncRedisStorage.from_url(
-        proxy.url,
-        on_storage_error=policy,
-        retry_interval=RETRY,
-        clock=clock,
-        socket_timeout=TIMEOUT,
-        socket_connect_timeout=TIMEOUT,
-    )
+    return AsyncRedisStorage.from_url(proxy.url, **_options(policy, clock))
 
 
 def outcome(call: Callable[[], Decision]) -> str:
